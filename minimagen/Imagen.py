@@ -1,0 +1,352 @@
+"""Imagen: a cascade of text-conditioned U-Nets (notebooks 06-08).
+
+The base U-Net generates a small image (32 px) from the caption; each super-resolution U-Net
+generates the next size up, conditioned on the caption and on the previous stage's image. Three
+ideas make it work:
+
+- Classifier-free guidance. During training the caption is dropped (`cond_drop_prob`), so one
+  network learns both p(x | text) and p(x). At sampling both predictions come from one batched
+  forward pass and are extrapolated: uncond + cond_scale * (cond - uncond).
+- Noise conditioning augmentation. The low-resolution image a super-resolution stage sees is
+  noised to a level `lowres_noise_level` in [0, 1] (random in training, fixed at sampling) and the
+  stage is told that level, so it learns to fix the previous stage's artefacts instead of copying
+  them. The image is normalised to [-1, 1] first, then noised, in training and sampling alike.
+- Dynamic thresholding of the predicted clean image (see thresholding.py).
+
+Images go in and come out in [0, 1]; inside, the model works in [-1, 1].
+"""
+
+import warnings
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import t5
+from .diffusion import LOSS_TYPES, OBJECTIVES, GaussianDiffusion
+from .samplers import SAMPLERS, ddim_step, ddpm_step, sampling_timesteps
+from .thresholding import dynamic_threshold, static_threshold
+from .Unet import Unet
+
+
+def _per_stage(value, stages: int, name: str) -> tuple:
+    """One value for every stage, or one per stage -> a tuple of length `stages`."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * stages
+    if len(values) != stages:
+        raise ValueError(f"{name} must be one value or one per U-Net ({stages}), got {len(values)}")
+    return values
+
+
+def resize_image_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(b, c, h, w) -> (b, c, size, size); antialiased bilinear, so downsizing does not alias."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class Imagen(nn.Module):
+    """A text-to-image cascade.
+
+    unets: one Unet or a sequence; the first generates, the rest super-resolve (their
+        `lowres_cond` is set accordingly, and their `text_embed_dim` to the encoder's).
+    image_sizes: the side of each stage's output, increasing, e.g. (32, 64).
+    text_encoder_name: a name `minimagen.t5` knows ('t5_small', 'minilm', a hub id or a folder).
+    timesteps, noise_schedules ('cosine'/'linear'), pred_objectives ('eps'/'x0'/'v'),
+    dynamic_thresholding: one value or one per stage.
+    cond_drop_prob: chance of dropping the caption in training (classifier-free guidance).
+    loss_type: 'l1', 'l2' or 'huber'; min_snr_gamma: min-SNR loss weighting (None = off).
+    lowres_noise_schedule: schedule of the augmentation noise; lowres_sample_noise_level: its
+        level when sampling.
+    """
+
+    def __init__(self, unets, *, image_sizes, text_encoder_name: str = t5.DEFAULT_T5_NAME,
+                 text_embed_dim: int | None = None, channels: int = 3, timesteps=1000, noise_schedules="cosine",
+                 pred_objectives="eps", cond_drop_prob: float = 0.1, loss_type: str = "l2",
+                 min_snr_gamma: float | None = None, lowres_noise_schedule: str = "linear",
+                 lowres_sample_noise_level: float = 0.2, auto_normalize_img: bool = True, dynamic_thresholding=True,
+                 dynamic_thresholding_percentile: float = 0.9, dynamic_thresholding_max: float | None = None,
+                 only_train_unet_number: int | None = None):
+        super().__init__()
+        unets = [unets] if isinstance(unets, Unet) else list(unets)
+        n = len(unets)
+        image_sizes = _per_stage(image_sizes, n, "image_sizes")
+        if any(b <= a for a, b in zip(image_sizes, image_sizes[1:])):
+            raise ValueError(f"image_sizes must increase from stage to stage, got {image_sizes}")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        if not 0 <= cond_drop_prob <= 1:
+            raise ValueError(f"cond_drop_prob must be in [0, 1], got {cond_drop_prob}")
+        if text_embed_dim is None:
+            text_embed_dim = t5.get_encoded_dim(text_encoder_name)
+        self.config = dict(
+            image_sizes=image_sizes, text_encoder_name=str(text_encoder_name), text_embed_dim=text_embed_dim,
+            channels=channels, timesteps=_per_stage(timesteps, n, "timesteps"),
+            noise_schedules=_per_stage(noise_schedules, n, "noise_schedules"),
+            pred_objectives=_per_stage(pred_objectives, n, "pred_objectives"), cond_drop_prob=cond_drop_prob,
+            loss_type=loss_type, min_snr_gamma=min_snr_gamma, lowres_noise_schedule=lowres_noise_schedule,
+            lowres_sample_noise_level=lowres_sample_noise_level, auto_normalize_img=auto_normalize_img,
+            dynamic_thresholding=_per_stage(dynamic_thresholding, n, "dynamic_thresholding"),
+            dynamic_thresholding_percentile=dynamic_thresholding_percentile,
+            dynamic_thresholding_max=dynamic_thresholding_max, only_train_unet_number=only_train_unet_number,
+        )
+        for objective in self.config["pred_objectives"]:
+            if objective not in OBJECTIVES:
+                raise ValueError(f"pred_objectives must be among {OBJECTIVES}, got {objective!r}")
+        self.image_sizes, self.channels = image_sizes, channels
+        self.text_encoder_name, self.text_embed_dim = str(text_encoder_name), text_embed_dim
+        self.cond_drop_prob, self.loss_type, self.min_snr_gamma = cond_drop_prob, loss_type, min_snr_gamma
+        self.lowres_sample_noise_level = lowres_sample_noise_level
+        self.auto_normalize_img = auto_normalize_img
+        self.only_train_unet_number = only_train_unet_number
+
+        self.unets = nn.ModuleList(
+            unet.cast(lowres_cond=i > 0, text_embed_dim=text_embed_dim) for i, unet in enumerate(unets)
+        )
+        for i, (unet, size) in enumerate(zip(self.unets, image_sizes)):
+            if size % unet.downsample_factor:
+                raise ValueError(f"image_sizes[{i}] = {size} must be divisible by U-Net {i + 1}'s "
+                                 f"downsampling factor {unet.downsample_factor}")
+        self.noise_schedulers = nn.ModuleList(
+            GaussianDiffusion(name, steps)
+            for name, steps in zip(self.config["noise_schedules"], self.config["timesteps"])
+        )
+        self.lowres_noise_schedule = GaussianDiffusion(lowres_noise_schedule, 1000)
+        # A buffer that follows .to(device), so the model knows where it lives.
+        self.register_buffer("_device_tracker", torch.zeros(0), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device_tracker.device
+
+    # Inputs ------------------------------------------------------------------------------------
+
+    def normalize(self, images):
+        """[0, 1] -> [-1, 1] (when auto_normalize_img)."""
+        return images * 2 - 1 if self.auto_normalize_img else images
+
+    def unnormalize(self, images):
+        """[-1, 1] -> [0, 1] (when auto_normalize_img)."""
+        return (images + 1) / 2 if self.auto_normalize_img else images
+
+    def _unet_index(self, unet_number) -> int:
+        """1-based unet_number -> 0-based index, with the original's conventions and clear errors."""
+        n = len(self.unets)
+        if unet_number is None:
+            unet_number = self.only_train_unet_number
+        if unet_number is None:
+            if n > 1:
+                raise ValueError(f"unet_number is required with {n} U-Nets: pass 1 (base) to {n}")
+            return 0
+        if not isinstance(unet_number, int) or not -1 < unet_number <= n:
+            raise ValueError(f"unet_number must be an integer from 1 to {n}, got {unet_number!r}")
+        if unet_number == 0:
+            # The original README loops `unet_number=i` over range(len(unets)); its code read 0 as
+            # index -1, the last U-Net. Keep that working, but say what it means.
+            warnings.warn(f"unet_number is 1-based (1 = base U-Net); unet_number=0 selects the last "
+                          f"U-Net ({n}), as in the original MinImagen", stacklevel=3)
+            return n - 1
+        return unet_number - 1
+
+    def encode_text(self, texts, text_embeds=None, text_masks=None, batch_size=None, device=None, name="texts"):
+        """Texts or precomputed embeddings -> (text_embeds (b, n, d), text_masks (b, n) bool), validated."""
+        device = device or self.device
+        if text_embeds is None:
+            if texts is None:
+                raise ValueError(f"pass {name} (a list of captions) or text_embeds")
+            if isinstance(texts, str):
+                texts = [texts]
+            if batch_size is not None and len(texts) != batch_size:
+                raise ValueError(f"{name} must hold one caption per image: got {len(texts)} captions "
+                                 f"for {batch_size} images")
+            text_embeds, text_masks = t5.t5_encode_text(list(texts), name=self.text_encoder_name, device=device)
+        if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.text_embed_dim:
+            raise ValueError(f"text_embeds must be (batch, tokens, {self.text_embed_dim}), got {tuple(text_embeds.shape)}")
+        if batch_size is not None and text_embeds.shape[0] != batch_size:
+            raise ValueError(f"text_embeds must hold one row per image: got {text_embeds.shape[0]} for {batch_size} images")
+        if text_masks is None:
+            text_masks = (text_embeds != 0).any(dim=-1)  # the original's default: zero rows are padding
+        if text_masks.shape != text_embeds.shape[:2]:
+            raise ValueError(f"text_masks must be (batch, tokens) = {tuple(text_embeds.shape[:2])}, "
+                             f"got {tuple(text_masks.shape)}")
+        return text_embeds.to(device), text_masks.to(device).bool()
+
+    def lowres_condition(self, lowres_images, size: int, noise_level, generator=None):
+        """Noise conditioning augmentation.
+
+        lowres_images: (b, c, h, w) in [-1, 1], the previous stage's image (already normalised).
+        noise_level: a float or (b,) tensor in [0, 1]; 0 = no noise.
+        Returns (noised image (b, c, size, size), noise levels (b,)).
+        """
+        upsampled = resize_image_to(lowres_images, size)
+        b = upsampled.shape[0]
+        levels = torch.as_tensor(noise_level, dtype=upsampled.dtype, device=upsampled.device).expand(b).clone()
+        noise = torch.randn(upsampled.shape, generator=generator, device=upsampled.device, dtype=upsampled.dtype)
+        return self.lowres_noise_schedule.q_sample_continuous(upsampled, levels, noise), levels
+
+    # Training ----------------------------------------------------------------------------------
+
+    def forward(self, images, texts=None, text_embeds=None, text_masks=None, unet_number=None):
+        """The training loss (a scalar) of one U-Net.
+
+        images: (b, channels, s, s) in [0, 1], s >= that stage's image size (resized down).
+        texts: b captions, or text_embeds (b, n, d) and text_masks (b, n) precomputed.
+        unet_number: 1-based; optional when there is one U-Net.
+        """
+        index = self._unet_index(unet_number)
+        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != self.channels:
+            raise ValueError(f"images must be a (batch, {self.channels}, height, width) tensor, "
+                             f"got {tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+        size = self.image_sizes[index]
+        h, w = images.shape[-2:]
+        if h != w or h < size:
+            raise ValueError(f"images must be square and at least {size}x{size} for U-Net {index + 1} "
+                             f"(image_sizes={self.image_sizes}), got {h}x{w}")
+        b, device = images.shape[0], images.device
+        text_embeds, text_masks = self.encode_text(texts, text_embeds, text_masks, batch_size=b, device=device)
+
+        unet, diffusion = self.unets[index], self.noise_schedulers[index]
+        objective = self.config["pred_objectives"][index]
+        images = self.normalize(images)
+        x_start = resize_image_to(images, size)
+        lowres = {}
+        if index > 0:
+            previous = resize_image_to(images, self.image_sizes[index - 1])
+            levels = torch.rand(b, device=device)  # a random augmentation level for each image
+            lowres_img, levels = self.lowres_condition(previous, size, levels)
+            lowres = dict(lowres_cond_img=lowres_img, lowres_noise_times=levels)
+
+        t = diffusion.sample_random_times(b, device=device)
+        noise = torch.randn_like(x_start)
+        x_t = diffusion.q_sample(x_start, t, noise)
+        prediction = unet(x_t, diffusion.time_to_tau(t), text_embeds=text_embeds, text_mask=text_masks,
+                          cond_drop_prob=self.cond_drop_prob, **lowres)
+        target = diffusion.training_target(x_start, noise, t, objective)
+        return diffusion.loss(prediction, target, t, self.loss_type, objective, self.min_snr_gamma)
+
+    # Sampling ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _eval_mode(self):
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, texts=None, text_masks=None, text_embeds=None, cond_scale=1.0, lowres_sample_noise_level=None,
+               return_pil_images: bool = False, device=None, *, negative_texts=None, negative_text_embeds=None,
+               negative_text_masks=None, seed: int | None = None, generator: torch.Generator | None = None,
+               sampler: str = "ddpm", steps=None, eta: float = 0.0, progress: bool = True, start_at_unet: int = 1,
+               stop_at_unet: int | None = None, lowres_images=None):
+        """Generate images for captions.
+
+        texts (or text_embeds/text_masks): b captions. cond_scale: guidance, one float or one per stage.
+        negative_texts (or negative_text_embeds/masks): what the unconditional half is steered away from.
+        seed or generator: same seed, same images. sampler: 'ddpm' (ancestral) or 'ddim'; steps: the
+        number of denoising steps (default each stage's timesteps), one int or one per stage; eta: DDIM noise.
+        start_at_unet / stop_at_unet (1-based): run part of the cascade; starting above 1 needs
+        lowres_images (b, c, h, w) in [0, 1], the image the first stage run should enlarge.
+        Returns (b, c, s, s) in [0, 1] at stop_at_unet's size, or a list of PIL images.
+        """
+        n = len(self.unets)
+        stop_at_unet = n if stop_at_unet is None else stop_at_unet
+        if not (isinstance(start_at_unet, int) and 1 <= start_at_unet <= n):
+            raise ValueError(f"start_at_unet must be an integer from 1 to {n}, got {start_at_unet!r}")
+        if not (isinstance(stop_at_unet, int) and start_at_unet <= stop_at_unet <= n):
+            raise ValueError(f"stop_at_unet must be an integer from start_at_unet ({start_at_unet}) to {n}, "
+                             f"got {stop_at_unet!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if start_at_unet > 1 and lowres_images is None:
+            raise ValueError(f"start_at_unet={start_at_unet} needs lowres_images: (batch, {self.channels}, h, w) "
+                             "in [0, 1], the image to enlarge")
+        cond_scales = _per_stage(cond_scale, n, "cond_scale")
+        steps = _per_stage(steps, n, "steps")
+        noise_level = self.lowres_sample_noise_level if lowres_sample_noise_level is None else lowres_sample_noise_level
+        device = torch.device(device) if device is not None else self.device
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+
+        text_embeds, text_masks = self.encode_text(texts, text_embeds, text_masks, device=device)
+        b = text_embeds.shape[0]
+        negative = {}
+        if negative_texts is not None or negative_text_embeds is not None:
+            if isinstance(negative_texts, str):
+                negative_texts = [negative_texts] * b
+            neg_embeds, neg_masks = self.encode_text(negative_texts, negative_text_embeds, negative_text_masks,
+                                                     batch_size=b, device=device, name="negative_texts")
+            negative = dict(negative_text_embeds=neg_embeds, negative_text_mask=neg_masks)
+
+        images = None
+        if lowres_images is not None:
+            if lowres_images.ndim != 4 or lowres_images.shape[0] != b or lowres_images.shape[1] != self.channels:
+                raise ValueError(f"lowres_images must be ({b}, {self.channels}, h, w) in [0, 1], "
+                                 f"got {tuple(lowres_images.shape)}")
+            images = self.normalize(lowres_images.to(device).float())
+
+        with self._eval_mode():
+            for index in range(start_at_unet - 1, stop_at_unet):
+                images = self._sample_stage(index, images, text_embeds, text_masks, negative, cond_scales[index],
+                                            noise_level, generator, sampler, steps[index], eta, progress)
+        images = self.unnormalize(images.clamp(-1.0, 1.0))
+        if return_pil_images:
+            array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            from PIL import Image
+
+            return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in array]
+        return images
+
+    def _sample_stage(self, index, previous, text_embeds, text_masks, negative, cond_scale, noise_level,
+                      generator, sampler, steps, eta, progress):
+        """Run one U-Net's reverse process. previous: (b, c, h, w) in [-1, 1] or None. Returns [-1, 1] images."""
+        unet, diffusion, size = self.unets[index], self.noise_schedulers[index], self.image_sizes[index]
+        b, device = text_embeds.shape[0], text_embeds.device
+        randn = lambda: torch.randn((b, self.channels, size, size), generator=generator, device=device)
+        lowres = {}
+        if index > 0:
+            lowres_img, levels = self.lowres_condition(previous, size, noise_level, generator)
+            lowres = dict(lowres_cond_img=lowres_img, lowres_noise_times=levels)
+        objective = self.config["pred_objectives"][index]
+        dynamic = self.config["dynamic_thresholding"][index]
+
+        x = randn()
+        plan = sampling_timesteps(diffusion.timesteps, steps)
+        bar = tqdm(plan, desc=f"U-Net {index + 1}/{len(self.unets)} ({size}px)", disable=not progress, leave=False)
+        for t, s in bar:
+            t_batch = torch.full((b,), t, device=device, dtype=torch.long)
+            output = unet.forward_with_cond_scale(x, diffusion.time_to_tau(t_batch), cond_scale=cond_scale,
+                                                  text_embeds=text_embeds, text_mask=text_masks, **negative, **lowres)
+            x0 = diffusion.model_output_to_start(output, x, t_batch, objective)
+            if dynamic:
+                x0 = dynamic_threshold(x0, self.config["dynamic_thresholding_percentile"],
+                                       self.config["dynamic_thresholding_max"])
+            else:
+                x0 = static_threshold(x0)
+            a_t = diffusion.alphas_cumprod[t]
+            a_s = diffusion.alphas_cumprod[s] if s >= 0 else torch.ones((), device=device)
+            if s < 0:
+                x = x0
+            elif sampler == "ddpm":
+                x = ddpm_step(x, x0, a_t, a_s, randn())
+            else:
+                x = ddim_step(x, x0, a_t, a_s, randn() if eta > 0 else None, eta)
+        return x
+
+    # Save and load -----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory, dtype: torch.dtype | None = None):
+        """Write `config.json` and `model.safetensors` into `directory` (see minimagen.checkpoint)."""
+        from .checkpoint import save_imagen
+
+        save_imagen(self, directory, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory, device=None) -> "Imagen":
+        """Load a model written by save_pretrained (float32, on `device`, in eval mode)."""
+        from .checkpoint import load_imagen
+
+        return load_imagen(directory, device=device)
