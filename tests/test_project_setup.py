@@ -1,0 +1,71 @@
+"""The project's own set-up files agree with each other."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_TO_PIP = {"pytorch": "torch"}
+
+
+def _name_and_spec(requirement: str) -> tuple[str, str]:
+    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*?)\s*(#.*)?$", requirement)
+    return match.group(1).lower().replace("_", "-"), match.group(2).replace(" ", "")
+
+
+def _pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return dict(_name_and_spec(r) for r in requirements)
+
+
+def _environment_requirements() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    found = {}
+    for dep in env["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            if entry.startswith("-e") or entry.split(">")[0].split("<")[0].split("=")[0] in ("python", "pip"):
+                continue
+            name, spec = _name_and_spec(entry)
+            found[CONDA_TO_PIP.get(name, name)] = spec
+    return found
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    assert _environment_requirements().keys() == _pyproject_requirements().keys()
+
+
+def test_environment_yml_uses_the_same_version_bounds_as_pyproject():
+    pyproject = _pyproject_requirements()
+    mismatched = {k: (v, pyproject[k]) for k, v in _environment_requirements().items() if v != pyproject[k]}
+    assert mismatched == {}
+
+
+def test_no_dependency_is_pinned_exactly():
+    pinned = [name for name, spec in _pyproject_requirements().items() if "==" in spec]
+    assert pinned == []
+
+
+def test_torch_has_an_upper_bound_so_pip_keeps_the_installed_build():
+    assert "<" in _pyproject_requirements()["torch"]
+
+
+def test_ci_runs_the_test_command_written_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- test-command -->\s*```bash\n(.+?)\n```\s*<!-- /test-command -->", readme, re.S)
+    assert block, "README.md must hold the test command between <!-- test-command --> markers"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "torch==2.13.0" in ci.split("-e \".[notebooks,test]\"")[0], "CI must install torch before the project"
+    assert "<!-- test-command -->" in ci
+
+
+def test_readme_table_lists_every_notebook():
+    readme = (ROOT / "README.md").read_text()
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]*.ipynb"))
+    assert notebooks, "the course has notebooks"
+    missing = [name for name in notebooks if name not in readme]
+    assert missing == []
