@@ -139,7 +139,7 @@ class Imagen(nn.Module):
             if n > 1:
                 raise ValueError(f"unet_number is required with {n} U-Nets: pass 1 (base) to {n}")
             return 0
-        if not isinstance(unet_number, int) or not -1 < unet_number <= n:
+        if isinstance(unet_number, bool) or not isinstance(unet_number, int) or not -1 < unet_number <= n:
             raise ValueError(f"unet_number must be an integer from 1 to {n}, got {unet_number!r}")
         if unet_number == 0:
             # The original README loops `unet_number=i` over range(len(unets)); its code read 0 as
@@ -254,9 +254,9 @@ class Imagen(nn.Module):
         """
         n = len(self.unets)
         stop_at_unet = n if stop_at_unet is None else stop_at_unet
-        if not (isinstance(start_at_unet, int) and 1 <= start_at_unet <= n):
+        if isinstance(start_at_unet, bool) or not (isinstance(start_at_unet, int) and 1 <= start_at_unet <= n):
             raise ValueError(f"start_at_unet must be an integer from 1 to {n}, got {start_at_unet!r}")
-        if not (isinstance(stop_at_unet, int) and start_at_unet <= stop_at_unet <= n):
+        if isinstance(stop_at_unet, bool) or not (isinstance(stop_at_unet, int) and start_at_unet <= stop_at_unet <= n):
             raise ValueError(f"stop_at_unet must be an integer from start_at_unet ({start_at_unet}) to {n}, "
                              f"got {stop_at_unet!r}")
         if sampler not in SAMPLERS:
@@ -267,7 +267,9 @@ class Imagen(nn.Module):
         cond_scales = _per_stage(cond_scale, n, "cond_scale")
         steps = _per_stage(steps, n, "steps")
         noise_level = self.lowres_sample_noise_level if lowres_sample_noise_level is None else lowres_sample_noise_level
-        device = torch.device(device) if device is not None else self.device
+        if device is not None and torch.device(device) != self.device:
+            self.to(device)  # as the original did: sample where the caller asks
+        device = self.device
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
 

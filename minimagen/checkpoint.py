@@ -3,18 +3,22 @@
 A model folder holds
     config.json          {"format": "minimagen", "format_version": 1, "imagen": {...}, "unets": [{...}, ...]}
     model.safetensors    every parameter, by its state-dict name
-Weights are never unpickled, so loading a folder from a stranger cannot run code. Files are written
-atomically (to a temporary file in the same folder, then renamed), so a crash mid-save leaves the
-previous files intact.
+Weights are never unpickled, so loading a folder from a stranger cannot run code. Each file is
+written atomically (to a temporary file in the same folder, then renamed), so a crash mid-save never
+leaves half a file. The two files share a random `save_id` (in the config and in the weights' metadata):
+a crash between the two renames leaves a pair that does not match, which loading reports instead of
+silently mixing old and new.
 """
 
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -60,19 +64,24 @@ def read_json(path, what: str = "config") -> dict:
         raise CheckpointError(f"{what} file {path} is corrupt or truncated ({err})") from err
 
 
-def save_tensors(path, tensors: dict) -> None:
+def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Atomically write a dict of tensors as safetensors (contiguous copies, shared storage split)."""
     tensors = {k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_tensors(path) -> dict:
-    """Read a safetensors file, turning a missing, truncated or corrupt file into a CheckpointError."""
+def load_tensors(path, with_metadata: bool = False):
+    """Read a safetensors file (and its metadata dict if asked), turning a missing, truncated or
+    corrupt file into a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        if not with_metadata:
+            return tensors
+        with safe_open(str(path), framework="pt") as f:
+            return tensors, f.metadata() or {}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"weights file {path} is corrupt or truncated ({err})") from err
 
@@ -108,8 +117,9 @@ def save_imagen(imagen, directory, dtype: torch.dtype | None = None) -> None:
     state = imagen.state_dict()
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    save_tensors(directory / WEIGHTS_NAME, state)
-    write_json(directory / CONFIG_NAME, model_config(imagen))
+    save_id = uuid.uuid4().hex
+    save_tensors(directory / WEIGHTS_NAME, state, metadata={"save_id": save_id})
+    write_json(directory / CONFIG_NAME, {**model_config(imagen), "save_id": save_id})
 
 
 def load_imagen(directory, device=None):
@@ -119,7 +129,11 @@ def load_imagen(directory, device=None):
         raise CheckpointError(f"model folder not found: {directory}")
     config = read_json(directory / CONFIG_NAME)
     imagen = build_from_config(config, source=str(directory / CONFIG_NAME))
-    load_weights(imagen, load_tensors(directory / WEIGHTS_NAME), source=str(directory / WEIGHTS_NAME))
+    state, metadata = load_tensors(directory / WEIGHTS_NAME, with_metadata=True)
+    if config.get("save_id") != metadata.get("save_id"):
+        raise CheckpointError(f"{directory}: config.json and model.safetensors come from different saves "
+                              "(a save was interrupted?); save the model again")
+    load_weights(imagen, state, source=str(directory / WEIGHTS_NAME))
     return imagen.to(device or "cpu").eval()
 
 

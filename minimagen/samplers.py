@@ -23,7 +23,7 @@ SAMPLERS = ("ddpm", "ddim")
 def sampling_timesteps(timesteps: int, steps: int | None = None) -> list[tuple[int, int]]:
     """Pairs (t, s) from t = T - 1 down to s = -1, using `steps` evenly spaced times (default all T)."""
     steps = timesteps if steps is None else steps
-    if not isinstance(steps, int) or steps < 1 or steps > timesteps:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1 or steps > timesteps:
         raise ValueError(f"steps must be an integer in 1..{timesteps} (the stage's timesteps), got {steps!r}")
     times = torch.linspace(timesteps - 1, 0, steps).round().long().tolist()
     times = list(dict.fromkeys(times))  # rounding can repeat a time; keep each once, in order
@@ -57,6 +57,8 @@ def ddim_step(x_t, x0, a_t, a_s, noise=None, eta: float = 0.0):
     eps = (x_t - a_t_.sqrt() * x0) / (1 - a_t_).sqrt()
     x_s = a_s_.sqrt() * x0
     if eta > 0:
+        if noise is None:
+            raise ValueError("noise (a tensor like x_t, N(0, I)) is required when eta > 0")
         _, var = posterior(x_t, x0, a_t, a_s)
         sigma2 = eta**2 * var
         return x_s + (1 - a_s_ - sigma2).clamp(min=0).sqrt() * eps + sigma2.sqrt() * noise

@@ -1,4 +1,4 @@
-"""Shared pytest set-up: offline hub, quiet progress bars, nbval comparison policy."""
+"""Shared pytest set-up for tests/, notebooks/ and solutions/: offline hub, nbval comparison policy."""
 import os
 
 # Tests never touch a model hub: everything they load is built locally or shipped in a package.
