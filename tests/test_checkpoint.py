@@ -260,7 +260,7 @@ def test_failed_save_keeps_the_previous_checkpoint_loadable(saved, monkeypatch):
     imagen, folder = saved
     import minimagen.checkpoint as checkpoint
 
-    def broken_save_file(tensors, filename):
+    def broken_save_file(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full")

@@ -1,0 +1,111 @@
+"""Generate images from captions with a trained model: `minimagen-sample` or `python -m minimagen.sample`.
+
+    minimagen-sample "a red circle on a blue background"                        # the shipped shapes model
+    minimagen-sample --model runs/shapes/model "a green square on a black background" \\
+        --num-images 4 --cond-scale 3 --sampler ddim --steps 50 --seed 0 --out samples/
+
+Writes one PNG per image, `<index>_<slug of the caption>.png`, and `grid.png` with every image and
+its caption under it, then prints the paths. `--model` is a folder written by Imagen.save_pretrained
+(a training run's `model/`) or the name of a pretrained model (see minimagen.pretrained).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError
+from .Imagen import Imagen
+from .utils import get_device, image_grid, save_images, slugify
+
+
+def load_model(model: str | None, device=None) -> Imagen:
+    """A folder written by save_pretrained, or the name of a pretrained model (None: 'shapes')."""
+    from . import pretrained
+
+    model = model or "shapes"
+    if Path(model).is_dir():
+        return Imagen.from_pretrained(model, device=device)
+    if "/" not in model and "\\" not in model and not Path(model).suffix:
+        return pretrained.load_pretrained(model, device=device)  # FileNotFoundError that says how to train it
+    raise CheckpointError(f"model folder not found: {model} (expected a folder with config.json and "
+                          f"model.safetensors, written by Imagen.save_pretrained or minimagen-train)")
+
+
+def generate(imagen: Imagen, prompts, num_images: int = 1, batch_size: int = 16, **sample_kwargs) -> tuple:
+    """Images for each prompt, prompt by prompt: returns (images (b, 3, s, s) in [0, 1], b captions).
+
+    With a seed, the result is the same for the same prompts, num_images and batch_size.
+    """
+    captions = [p for p in prompts for _ in range(num_images)]
+    seed = sample_kwargs.pop("seed", None)
+    generator = torch.Generator(device=imagen.device).manual_seed(seed) if seed is not None else None
+    chunks = []
+    for start in range(0, len(captions), batch_size):
+        chunks.append(imagen.sample(captions[start:start + batch_size], generator=generator, **sample_kwargs).cpu())
+    return torch.cat(chunks), captions
+
+
+def _parse_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device: {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA GPU")
+    return device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minimagen-sample", description="Generate images from captions.")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions to draw, one image set each")
+    parser.add_argument("--model", default=None,
+                        help="model folder (e.g. runs/shapes/model) or pretrained name (default: shapes)")
+    parser.add_argument("--cond-scale", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="sampler (default ddim)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoising steps per stage (default 50, or the stage's timesteps if fewer)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images (default 0)")
+    parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images generated at once (default 16)")
+    parser.add_argument("--out", default="samples", help="output folder (default samples/)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps... (default: the best available)")
+    parser.add_argument("--lowres-noise-level", type=float, default=None,
+                        help="noise level in [0, 1] of the low-resolution image each super-resolution stage "
+                             "sees (default: the model's, usually 0.2)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def main(argv=None) -> int:
+    """`minimagen-sample`; user errors print one line and exit with code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.num_images < 1 or args.batch_size < 1:
+            raise ValueError("--num-images and --batch-size must be at least 1")
+        if args.lowres_noise_level is not None and not 0 <= args.lowres_noise_level <= 1:
+            raise ValueError(f"--lowres-noise-level must be in [0, 1], got {args.lowres_noise_level}")
+        device = _parse_device(args.device) if args.device else get_device()
+        imagen = load_model(args.model, device=device)
+        steps = args.steps if args.steps is not None else [min(50, t) for t in imagen.config["timesteps"]]
+        images, captions = generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size,
+                                    cond_scale=args.cond_scale, sampler=args.sampler, steps=steps,
+                                    seed=args.seed, lowres_sample_noise_level=args.lowres_noise_level,
+                                    progress=args.progress)
+    except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:
+        # OSError: also a text encoder whose weights cannot be loaded (no network).
+        print(f"minimagen-sample: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    names = [f"{i}_{slugify(caption)}.png" for i, caption in enumerate(captions)]
+    paths = save_images(images, out, names)
+    grid = out / "grid.png"
+    image_grid(images, captions, nrow=min(len(captions), 4), min_size=128).save(grid)
+    for path in [*paths, grid]:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
