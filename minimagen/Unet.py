@@ -97,13 +97,13 @@ class Unet(nn.Module):
                 init_block=ResnetBlock(cur, cur, time_cond_dim=time_cond_dim, cond_dim=cross, **attn),
                 resnets=nn.ModuleList(ResnetBlock(cur, cur, time_cond_dim=time_cond_dim)
                                       for _ in range(c["num_resnet_blocks"][i])),
-                attn=TransformerBlock(cur, heads=attn_heads) if c["layer_attns"][i] else nn.Identity(),
+                attn=TransformerBlock(cur, heads=attn_heads, dim_head=attn_dim_head) if c["layer_attns"][i] else nn.Identity(),
                 post=post,
             )))
 
         mid = dims[-1]
         self.mid_block1 = ResnetBlock(mid, mid, time_cond_dim=time_cond_dim, cond_dim=cond_dim, **attn)
-        self.mid_attn = TransformerBlock(mid, heads=attn_heads) if attend_at_middle else nn.Identity()
+        self.mid_attn = TransformerBlock(mid, heads=attn_heads, dim_head=attn_dim_head) if attend_at_middle else nn.Identity()
         self.mid_block2 = ResnetBlock(mid, mid, time_cond_dim=time_cond_dim, cond_dim=cond_dim, **attn)
 
         for i, (dim_in, dim_out) in reversed(list(enumerate(in_out))):
@@ -113,7 +113,7 @@ class Unet(nn.Module):
                 init_block=ResnetBlock(dim_out + skip, dim_out, time_cond_dim=time_cond_dim, cond_dim=cross, **attn),
                 resnets=nn.ModuleList(ResnetBlock(dim_out + skip, dim_out, time_cond_dim=time_cond_dim)
                                       for _ in range(c["num_resnet_blocks"][i])),
-                attn=TransformerBlock(dim_out, heads=attn_heads) if c["layer_attns"][i] else nn.Identity(),
+                attn=TransformerBlock(dim_out, heads=attn_heads, dim_head=attn_dim_head) if c["layer_attns"][i] else nn.Identity(),
                 post=Upsample(dim_out, dim_in) if (memory_efficient or i > 0) else nn.Identity(),
             )))
 

@@ -302,7 +302,7 @@ def n_params(module):
 def test_base_and_super_defaults_have_the_original_sizes():
     with torch.device("meta"):
         base, sup = Base(), Super()
-    assert n_params(base) == pytest.approx(1.61e9, rel=0.01)
+    assert n_params(base) == pytest.approx(1.62e9, rel=0.01)
     assert n_params(sup) == pytest.approx(0.68e9, rel=0.01)
     assert sup.memory_efficient and not base.memory_efficient
 
