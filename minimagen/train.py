@@ -116,7 +116,9 @@ class TrainConfig:
     text_encoder: str = _f("minilm", "text encoder name (minilm works offline; t5_small, t5_base, ... need the hub)")
     timesteps: int = _f(1000, "diffusion steps T of every stage")
     noise_schedule: str = _f("cosine", "beta schedule: cosine or linear")
-    pred_objective: str = _f("eps", "what the U-Nets predict: eps, x0 or v")
+    # v rather than eps: at high noise an eps error turns into a large x0 error, and with a short
+    # CPU budget the base U-Net never learns that regime well enough to sample from pure noise.
+    pred_objective: str = _f("v", "what the U-Nets predict: eps, x0 or v")
     cond_drop_prob: float = _f(0.1, "chance of dropping the caption in training (for classifier-free guidance)")
     loss_type: str = _f("l2", "l1, l2 or huber")
     min_snr_gamma: float | None = _f(None, "min-SNR loss weighting gamma (e.g. 5); off when not given")
@@ -132,7 +134,7 @@ class TrainConfig:
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process, best on a small CPU)")
     # Optimisation
     unet: str = _f("all", "which U-Net to train: all, or its 1-based number")
-    steps: tuple = _f((600, 200), "optimizer steps per U-Net: one number for all, or one per U-Net")
+    steps: tuple = _f((800, 200), "optimizer steps per U-Net: one number for all, or one per U-Net")
     batch_size: int = _f(32, "images per micro-batch (per process)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation)")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -259,7 +261,7 @@ class TrainConfig:
 # Presets: field values on top of the TrainConfig defaults (which are the shapes preset).
 PRESETS = {
     # SmallBase (2.8M parameters, 32 px) + SmallSuper (0.9M, 32 -> 64 px) on coloured shapes:
-    # meant to train on a 2-core CPU in about 15 minutes (pass --time-limit 15 to guarantee it).
+    # meant to train on a 2-core CPU in about 15 minutes (pass --time-limit 14 to guarantee it).
     "shapes": dict(),
     # The same networks on ~1,400 emoji (needs the Noto Color Emoji font); more varied, so longer.
     "emoji": dict(data="emoji", steps=(1200, 400), sample_every=400, checkpoint_every=400),
@@ -999,7 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="minimagen-train",
         description="Train a MinImagen cascade. Every setting starts at the preset's value; the flags below "
                     "override it. With --resume, the saved run's settings are used.",
-        epilog="Examples:\n  minimagen-train --preset shapes --out runs/shapes --time-limit 15\n"
+        epilog="Examples:\n  minimagen-train --preset shapes --out runs/shapes --time-limit 14\n"
                "  minimagen-train --resume --out runs/shapes --steps 4000,1500\n"
                "  accelerate launch -m minimagen.train --preset original --data hf:my/dataset --out runs/big",
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)

@@ -21,13 +21,6 @@ from minimagen.Unet import BaseTest, SuperTest
 D = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine, two threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_looking_cascade(seed=0, **kwargs) -> Imagen:

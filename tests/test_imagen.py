@@ -14,13 +14,6 @@ from minimagen.Unet import BaseTest, SuperTest, Unet
 D = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine, two threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def live(imagen: Imagen, seed: int = 0) -> Imagen:

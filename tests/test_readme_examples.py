@@ -20,15 +20,6 @@ import minimagen.Unet
 from minimagen.Unet import BaseTest, SuperTest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine, two threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)

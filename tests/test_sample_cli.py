@@ -14,13 +14,6 @@ from minimagen.train import main as train_main
 from minimagen.utils import get_device, image_grid, save_images, set_seed, slugify
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks: one thread is as fast, and much faster when other jobs share the CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,6 @@ from minimagen.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These networks are tiny: one thread is as fast, and much faster when other jobs share the CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

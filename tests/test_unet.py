@@ -14,13 +14,6 @@ from minimagen.Unet import PRESETS, Base, BaseTest, SmallBase, SmallSuper, Super
 D = 8  # text_embed_dim of the random embeddings
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread; on a busy 2-core machine, two threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def live(unet: Unet, seed: int = 0) -> Unet:

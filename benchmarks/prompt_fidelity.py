@@ -1,0 +1,92 @@
+"""Does a shapes model draw what its captions ask for? Accuracy per attribute, by pixel statistics.
+
+Samples every held-out (colour, shape, background) combination, which never appeared in training, and
+as many training combinations, then scores each image against its caption with
+`minimagen.data.score_image` (border pixels give the background colour, the pixels that differ from it
+give the shape's colour and outline; no model is involved). Prints the accuracy of the shape colour,
+the background colour, both together (the joint colour accuracy) and the shape, for each set, plus
+the time per image.
+
+    python benchmarks/prompt_fidelity.py                      # the shipped model, DDIM 50 steps
+    python benchmarks/prompt_fidelity.py --model runs/shapes/model --sampler ddpm --steps 1000
+    python benchmarks/prompt_fidelity.py --json results/fidelity.json --grid fidelity.png
+"""
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+from minimagen.data import HELD_OUT, TextEmbeddingCache, score_image
+from minimagen.data.shapes import all_combinations, make_caption
+from minimagen.Imagen import Imagen
+from minimagen.pretrained import load_pretrained
+from minimagen.utils import image_grid
+
+ATTRIBUTES = ("fg_ok", "bg_ok", "joint_colour_ok", "shape_ok")
+
+
+def caption_sets(repeats: int, seed: int = 0) -> dict:
+    """{'held_out': captions of every held-out combination (x repeats), 'train': as many training ones}."""
+    held_out = [make_caption(*combo) for combo in HELD_OUT] * repeats
+    seen = [combo for combo in all_combinations() if combo not in HELD_OUT]
+    train = [make_caption(*combo) for combo in random.Random(seed).sample(seen, len(held_out))]
+    return {"held_out": held_out, "train": train}
+
+
+def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tuple[dict, torch.Tensor, float]:
+    """Sample one image per caption (in batches) -> (accuracy per attribute, images, seconds per image)."""
+    images, start = [], time.perf_counter()
+    for i in range(0, len(captions), args.batch_size):
+        batch = captions[i:i + args.batch_size]
+        embeds, masks = cache.encode(batch)
+        images.append(model.sample(text_embeds=embeds, text_masks=masks, cond_scale=args.cond_scale,
+                                   sampler=args.sampler, steps=args.steps, seed=args.seed + i, progress=False))
+    seconds = (time.perf_counter() - start) / len(captions)
+    images = torch.cat(images)
+    results = [score_image(image, caption) for image, caption in zip(images, captions)]
+    accuracy = {key: sum(r[key] for r in results) / len(results) for key in ATTRIBUTES}
+    return accuracy, images, seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="shapes", help="a model folder, or the name of a shipped model")
+    parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim"))
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps per stage")
+    parser.add_argument("--cond-scale", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=2, help="images per held-out combination")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--grid", help="save the held-out samples as a captioned grid PNG")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model = load_pretrained(args.model) if "/" not in args.model and "\\" not in args.model \
+        else Imagen.from_pretrained(args.model)
+    cache = TextEmbeddingCache(model.text_encoder_name)
+    report = {"model": args.model, "sampler": args.sampler, "steps": args.steps, "cond_scale": args.cond_scale,
+              "threads": torch.get_num_threads()}
+    print(f"model {args.model}: {args.sampler} {args.steps} steps, cond_scale {args.cond_scale}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'set':10} {'n':>4} {'fg colour':>10} {'bg colour':>10} {'joint':>7} {'shape':>7} {'s/image':>8}")
+    for name, captions in caption_sets(args.repeats, args.seed).items():
+        accuracy, images, seconds = score(model, captions, cache, args)
+        report[name] = {**accuracy, "n": len(captions), "seconds_per_image": seconds}
+        print(f"{name:10} {len(captions):>4} {accuracy['fg_ok']:>10.3f} {accuracy['bg_ok']:>10.3f} "
+              f"{accuracy['joint_colour_ok']:>7.3f} {accuracy['shape_ok']:>7.3f} {seconds:>8.3f}")
+        if name == "held_out" and args.grid:
+            image_grid(images, captions, nrow=8).save(args.grid)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
