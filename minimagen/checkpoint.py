@@ -77,11 +77,10 @@ def load_tensors(path, with_metadata: bool = False):
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
-        tensors = load_file(str(path))
         if not with_metadata:
-            return tensors
-        with safe_open(str(path), framework="pt") as f:
-            return tensors, f.metadata() or {}
+            return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:  # one read for both tensors and metadata
+            return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"weights file {path} is corrupt or truncated ({err})") from err
 
