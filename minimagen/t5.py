@@ -17,6 +17,7 @@ import difflib
 import json
 import os
 import re
+from contextlib import contextmanager
 
 import torch
 
@@ -139,6 +140,19 @@ def _load_errors():
     return tuple(errors)
 
 
+@contextmanager
+def _quiet_weight_loading(transformers):
+    """Hide transformers' "Loading weights" bar: reading a small encoder from disk takes a blink, and in
+    notebooks the bar is an output of its own. Download bars (huggingface_hub's) are not affected."""
+    was_enabled = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers.utils.logging.enable_progress_bar()
+
+
 def get_encoder(name, device=None):
     """Load (once, then from the cache) the tokenizer and frozen encoder model for `name`.
 
@@ -158,7 +172,8 @@ def get_encoder(name, device=None):
         # AutoTokenizer reads tokenizer.json when there is one and converts a bare spiece.model
         # otherwise, so both kinds of T5 folders load.
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-        model = model_cls.from_pretrained(source)
+        with _quiet_weight_loading(transformers):
+            model = model_cls.from_pretrained(source)
     except _load_errors() as err:
         raise _not_available(name, source, is_local) from err
     # sentence-transformers models were trained on at most max_seq_length tokens (256 for MiniLM),

@@ -115,6 +115,14 @@ def test_minilm_is_deterministic_across_reloads(fresh_cache):
     assert torch.equal(first_mask, second_mask) and torch.equal(first, second)
 
 
+def test_loading_an_encoder_prints_no_weight_loading_bar_and_keeps_bars_enabled(fresh_cache, capfd):
+    transformers.utils.logging.enable_progress_bar()
+    t5_encode_text(TEXTS, name="minilm", device="cpu")
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out
+    assert transformers.utils.logging.is_progress_bar_enabled()  # the user's setting is put back
+
+
 def test_minilm_truncates_to_its_256_token_limit():
     _, mask = t5_encode_text("cat " * 400, name="minilm", max_length=1000, device="cpu")
     assert mask.shape == (1, 256)
