@@ -274,3 +274,13 @@ def test_weights_and_config_from_different_saves_raise_checkpoint_error(tmp_path
     os.replace(second / "model.safetensors", first / "model.safetensors")
     with pytest.raises(CheckpointError, match="different saves"):
         Imagen.from_pretrained(first)
+
+
+def test_saved_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Imagen((BaseTest(), SuperTest()), image_sizes=(16, 32), text_embed_dim=8).save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o644
