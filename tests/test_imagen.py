@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from minimagen.Imagen import Imagen, resize_image_to
+from minimagen.Imagen import Imagen, random_crop, resize_image_to
 from minimagen.Unet import BaseTest, SuperTest, Unet
 
 D = 8
@@ -106,6 +106,38 @@ def test_unet_number_zero_warns_and_trains_the_last_unet():
     loss.backward()
     assert all(p.grad is None for p in imagen.unets[0].parameters())
     assert any(p.grad is not None for p in imagen.unets[1].parameters())
+
+
+def test_random_crop_takes_the_same_window_of_every_tensor():
+    image = torch.arange(2 * 3 * 8 * 8, dtype=torch.float).view(2, 3, 8, 8)
+    torch.manual_seed(0)
+    crop, condition_crop = random_crop(4, image, image + 1000)
+    assert crop.shape == (2, 3, 4, 4)
+    assert torch.equal(condition_crop, crop + 1000)
+    for b in range(2):  # a contiguous window of the original image
+        top, left = divmod(int(crop[b, 0, 0, 0]) - b * 3 * 64, 8)
+        assert torch.equal(crop[b], image[b, :, top:top + 4, left:left + 4])
+
+
+def test_super_resolution_stage_trains_on_crops_and_samples_whole_images():
+    imagen = cascade(random_crop_sizes=(None, 16))
+    seen = []
+    imagen.unets[1].register_forward_hook(lambda module, args, output: seen.append(tuple(output.shape)))
+    torch.manual_seed(0)
+    loss = imagen(images(), text_embeds=embeds(), unet_number=2)
+    assert torch.isfinite(loss) and seen == [(2, 3, 16, 16)]
+    sampled = imagen.sample(text_embeds=embeds(), steps=2, sampler="ddim", seed=0, progress=False)
+    assert sampled.shape == (2, 3, 32, 32)
+
+
+def test_random_crop_size_zero_means_whole_images():
+    assert cascade(random_crop_sizes=(0, 0)).config["random_crop_sizes"] == (None, None)
+
+
+@pytest.mark.parametrize("sizes", [(8, None), (None, 32), (None, 40), (None, 6), (None,)])
+def test_bad_random_crop_sizes_raise_value_error_naming_them(sizes):
+    with pytest.raises(ValueError, match="random_crop_sizes"):
+        cascade(random_crop_sizes=sizes)
 
 
 def test_only_train_unet_number_is_the_default_unet_number():

@@ -269,6 +269,32 @@ def test_time_limit_stops_cleanly(tmp_path, cache_dir):
     Imagen.from_pretrained(out / "model")
 
 
+def test_time_limit_shares_the_budget_by_work_so_cropped_steps_count_less(tmp_path, cache_dir):
+    whole = Trainer(tiny(tmp_path / "whole", cache_dir))
+    cropped = Trainer(tiny(tmp_path / "cropped", cache_dir, random_crop_sizes=(0, 16)))
+    assert cropped._step_cost(2) * 4 == whole._step_cost(2)  # a 16 px crop of a 32 px image: a quarter
+    assert cropped._step_cost(1) == whole._step_cost(1)  # the base never crops
+    base_parameters = sum(p.numel() for p in whole.imagen.unets[0].parameters())
+    assert whole._step_cost(1) == base_parameters * 16 * 16
+
+
+def test_a_run_with_cropped_super_resolution_exports_a_model_of_full_size(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    fit(tiny(out, cache_dir, random_crop_sizes=(0, 16)))
+    model = Imagen.from_pretrained(out / "model")
+    assert model.config["random_crop_sizes"] == (None, 16)
+    images = model.sample(text_embeds=torch.randn(1, 3, model.text_embed_dim), steps=2, sampler="ddim", seed=0,
+                          progress=False)
+    assert images.shape == (1, 3, 32, 32)
+
+
+def test_a_saved_config_from_before_random_crops_resumes_on_whole_images():
+    saved = TrainConfig.from_preset("shapes").to_dict()
+    del saved["random_crop_sizes"]  # what runs saved before the field existed hold
+    assert TrainConfig.from_dict(saved).random_crop_sizes is None
+    assert TrainConfig.from_preset("shapes").random_crop_sizes == (0, 32)
+
+
 def test_step_sampler_is_a_pure_function_of_position():
     whole = list(StepSampler(10, seed=3, start=0, count=35))
     assert sorted(whole[:10]) == list(range(10)) and whole[:10] != whole[10:20]  # epochs are reshuffled
@@ -313,3 +339,23 @@ def test_folder_and_hugging_face_data(tmp_path, cache_dir):
                        caption_column="caption", steps=(1, 1), warm_cache_max_captions=2))  # 4 > 2: encode lazily
     assert trainer.steps_done == [1, 1]
     assert not any(warmed for _, warmed in trainer._datasets.values())
+
+
+def test_trainer_optimizer_takes_the_same_steps_as_plain_adamw():
+    from minimagen.train import make_optimizer
+
+    config = TrainConfig.from_preset("tiny", lr=1e-2, weight_decay=0.1)
+    torch.manual_seed(0)
+    ours, plain = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    plain.load_state_dict(ours.state_dict())
+    start = ours.weight.detach().clone()
+    optimizers = [make_optimizer(ours, config),
+                  torch.optim.AdamW(plain.parameters(), lr=1e-2, betas=config.adam_betas, weight_decay=0.1)]
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for model, optimizer in zip((ours, plain), optimizers):
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+    torch.testing.assert_close(ours.weight, plain.weight)
+    assert (ours.weight - start).abs().max() > 1e-2  # five steps of lr 1e-2 did move the weights
