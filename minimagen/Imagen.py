@@ -74,7 +74,7 @@ class Imagen(nn.Module):
     random_crop_sizes: None, or one side per stage (None or 0 = whole images): a super-resolution
         stage then trains on random crops of that side of its image and condition, as Imagen's did.
         Its layers are convolutions, so it still samples whole images; a crop a quarter of the
-        image makes a training step about four times cheaper. The base stage never crops: it
+        image makes a training step three to four times cheaper. The base stage never crops: it
         learns the layout of the whole picture.
     """
 

@@ -120,7 +120,7 @@ class TrainConfig:
     # v rather than eps: at high noise an eps error turns into a large x0 error, and with a short
     # CPU budget the base U-Net never learns that regime well enough to sample from pure noise.
     pred_objective: str = _f("v", "what the U-Nets predict: eps, x0 or v")
-    # Crops make the super-resolution steps ~3x cheaper, so it can take the ~1,000 steps it needs to
+    # Crops make the super-resolution steps 3-4x cheaper, so it can take the ~1,000 steps it needs to
     # stop leaving grain in its 64 px output, at a quarter of the base's time.
     random_crop_sizes: tuple | None = _f((0, 32), "train each super-resolution U-Net on random crops of this side, "
                                                   "one per U-Net (0 = whole images; the base never crops)")
@@ -481,7 +481,8 @@ def make_optimizer(unet: torch.nn.Module, config: TrainConfig) -> torch.optim.Ad
     """AdamW for one U-Net; torch's fused kernel where this torch and device have one.
 
     The fused version updates every parameter in one pass instead of a handful of small ops per
-    tensor: about 10% less CPU time per SmallSuper step (benchmarks/README.md). Same maths.
+    tensor: 10% less CPU time per training step of the Super-structure U-Net measured in
+    benchmarks/README.md. Same maths.
     """
     settings = dict(lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)
     try:
