@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import matmul_gflops
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STUBS = HERE / "_stubs"
@@ -114,15 +116,6 @@ def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _gflops(torch):
-    a = torch.randn(1024, 1024)
-    a @ a
-    t0 = time.perf_counter()
-    for _ in range(4):
-        a @ a
-    return 4 * 2 * 1024 ** 3 / (time.perf_counter() - t0) / 1e9
-
-
 def worker(spec):
     import torch
 
@@ -133,7 +126,7 @@ def worker(spec):
     Imagen, Unet, origin = _load(impl)
     rss_import = _rss_mb()
     out = dict(impl=impl, unet=spec["unet"], torch=torch.__version__, threads=torch.get_num_threads(),
-               minimagen=str(origin), loadavg_start=os.getloadavg()[0], gflops=_gflops(torch))
+               minimagen=str(origin), loadavg_start=os.getloadavg()[0], gflops=matmul_gflops(torch))
 
     if spec["mode"] == "params_full":
         counts = {}

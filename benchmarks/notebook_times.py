@@ -33,7 +33,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from report import write_report
+from common import write_report
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

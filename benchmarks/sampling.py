@@ -41,7 +41,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]  # prompt_fidelity, and this checkout's minimagen even where it is not installed
 
 from prompt_fidelity import caption_sets, score  # noqa: E402  (the scorer and prompt sets of that benchmark)
-from report import write_report  # noqa: E402
+from common import matmul_gflops, write_report  # noqa: E402
 
 from minimagen.data import TextEmbeddingCache  # noqa: E402
 from minimagen.Imagen import Imagen  # noqa: E402
@@ -80,15 +80,6 @@ def binomial_se(p, n):
     return math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
-def _gflops():
-    a = torch.randn(512, 512)
-    a @ a
-    t0 = time.perf_counter()
-    for _ in range(8):
-        a @ a
-    return 8 * 2 * 512 ** 3 / (time.perf_counter() - t0) / 1e9
-
-
 def _sets(images, seed):
     """The prompt_fidelity prompt sets, --images captions each (held-out combinations repeated as needed)."""
     repeats = max(1, math.ceil(images / 16))
@@ -97,7 +88,7 @@ def _sets(images, seed):
 
 def run_row(model, timer, cache, sets, sampler, steps, args):
     """Sample and score both prompt sets with one (sampler, steps) -> the row's figures."""
-    row = dict(sampler=sampler, steps=steps, gflops_before=_gflops(), loadavg_start=os.getloadavg()[0])
+    row = dict(sampler=sampler, steps=steps, gflops_before=matmul_gflops(torch, size=512, repeats=8), loadavg_start=os.getloadavg()[0])
     ns = SimpleNamespace(batch_size=args.batch_size, cond_scale=args.cond_scale, sampler=sampler,
                          steps=steps, seed=args.seed)
     wall = cpu = 0.0

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's minimagen, even where it is not
 from minimagen.data import TextEmbeddingCache, TextImageCollator  # noqa: E402
 from minimagen.data.shapes import ShapesDataset  # noqa: E402
 from minimagen.t5 import get_encoder, t5_encode_text  # noqa: E402
-from report import write_report  # noqa: E402
+from common import write_report  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "text_encoding.json"
 ENCODER = "minilm"
