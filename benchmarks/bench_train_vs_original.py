@@ -27,6 +27,7 @@ two back-to-back runs. Every subprocess also times a 1024^2 matmul (`gflops`) so
     python benchmarks/bench_train_vs_original.py --quick       # harness check, ~1.5 min
     python benchmarks/bench_train_vs_original.py --presets     # + SmallBase/SmallSuper (ours)
     python benchmarks/bench_train_vs_original.py --profile ours:super   # top ops of a train step
+    python benchmarks/bench_train_vs_original.py --as-trained  # each side as its own trainer runs it
 """
 
 import argparse
@@ -165,10 +166,13 @@ def worker(spec):
         return _profile(torch, imagen, unet, index, images, text_embeds, text_masks, wl, out, spec)
 
     opt = torch.optim.Adam(unet.parameters(), lr=wl["lr"], **ADAM_VARIANTS[spec.get("adam", "default")])
+    autocast = bool(spec.get("bf16"))
+    out.update(adam=spec.get("adam", "default"), precision="bf16 autocast" if autocast else "fp32")
     imagen.train()
 
     def train_step():
-        loss = imagen(images, text_embeds=text_embeds, text_masks=text_masks, unet_number=index + 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = imagen(images, text_embeds=text_embeds, text_masks=text_masks, unet_number=index + 1)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -226,7 +230,9 @@ def _profile(torch, imagen, unet, index, images, text_embeds, text_masks, wl, ou
     opt = torch.optim.Adam(unet.parameters(), lr=wl["lr"], **ADAM_VARIANTS[spec.get("adam", "default")])
 
     def step():
-        imagen(images, text_embeds=text_embeds, text_masks=text_masks, unet_number=index + 1).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(spec.get("bf16"))):
+            loss = imagen(images, text_embeds=text_embeds, text_masks=text_masks, unet_number=index + 1)
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -294,6 +300,10 @@ def main(argv=None):
     p.add_argument("--presets", action="store_true", help="also time our SmallBase/SmallSuper at the shapes workload")
     p.add_argument("--adam", choices=sorted(ADAM_VARIANTS), default="default",
                    help="Adam implementation for both (default: torch's CPU default, the for-loop)")
+    p.add_argument("--as-trained", action="store_true",
+                   help="each side as its own trainer runs it: ours as minimagen-train does (fused AdamW, bf16 "
+                        "autocast where the CPU has bf16 instructions, i.e. precision auto), the original as its "
+                        "training.py does (torch's default Adam, fp32); overrides --adam")
     p.add_argument("--omp-passive", action="store_true",
                    help="OMP_WAIT_POLICY=PASSIVE in every run: idle threads sleep instead of spinning (busy machines)")
     p.add_argument("--no-original", action="store_true", help="time ours only")
@@ -318,13 +328,22 @@ def main(argv=None):
                          "(or pass --no-original)")
     common = dict(omp_passive=args.omp_passive, threads=args.threads, seed=0, adam=args.adam, warmup=args.warmup, steps=args.steps,
                   sample_warmup=args.sample_warmup, sample_steps=args.sample_steps)
+    # What differs between the two sides: nothing, unless --as-trained.
+    sides = {"ours": {}, "original": {}}
+    if args.as_trained:
+        import torch
+
+        from minimagen.train import resolve_precision
+
+        sides["ours"] = dict(adam="fused", bf16=resolve_precision("auto", torch.device("cpu")) == "bf16")
+        sides["original"] = dict(adam="default", bf16=False)
     cfgs = {"base": (0, BASE), "super": (1, SUPER)}
 
     if args.profile:
         impl, name = args.profile.split(":")
         index, cfg = cfgs[name]
-        run_worker(dict(common, mode="profile", impl=impl, unet=name, index=index, cfg=cfg, workload=WORKLOAD,
-                        sample_batch=WORKLOAD["batch"]), original_python)
+        run_worker(dict(common, **sides[impl], mode="profile", impl=impl, unet=name, index=index, cfg=cfg,
+                        workload=WORKLOAD, sample_batch=WORKLOAD["batch"]), original_python)
         return
 
     impls = ["ours", "original"] if use_original else ["ours"]
@@ -345,12 +364,13 @@ def main(argv=None):
         for name in unet_names:
             index, cfg = cfgs[name]
             for impl in order:
-                res = run_worker(dict(common, mode="measure", impl=impl, unet=name, index=index, cfg=cfg,
-                                      workload=WORKLOAD, sample_batch=WORKLOAD["batch"]), original_python)
+                res = run_worker(dict(common, **sides[impl], mode="measure", impl=impl, unet=name, index=index,
+                                      cfg=cfg, workload=WORKLOAD, sample_batch=WORKLOAD["batch"]), original_python)
                 runs.append(dict(res, round=r))
         if args.presets:
             for name, preset, index in (("SmallBase", "SmallBase", 0), ("SmallSuper", "SmallSuper", 1)):
-                res = run_worker(dict(common, mode="measure", impl="ours", unet=name, index=index, preset=preset,
+                res = run_worker(dict(common, **sides["ours"], mode="measure", impl="ours", unet=name, index=index,
+                                      preset=preset,
                                       workload=PRESET_WORKLOAD, sample_batch=PRESET_WORKLOAD["batch"]), original_python)
                 runs.append(dict(res, round=r))
     load_after = os.getloadavg()
@@ -396,7 +416,9 @@ def main(argv=None):
 
     # Table ---------------------------------------------------------------------------------
     print()
-    print(f"Training step (fwd+bwd+Adam, {args.adam}) and one guided denoising step (cond_scale "
+    how = "; ".join(f"{impl}: Adam {sides[impl].get('adam', args.adam)}, "
+                    f"{'bf16 autocast' if sides[impl].get('bf16') else 'fp32'}" for impl in impls)
+    print(f"Training step (fwd+bwd+Adam; {how}) and one guided denoising step (fp32, cond_scale "
           f"{WORKLOAD['cond_scale']}), {args.threads} threads. s/step: median over {args.rounds} round(s) of each "
           f"run's median [min-max of those]; best: fastest single step; ours/orig: median of per-round ratios")
     header = (f"{'U-Net':<11}{'impl':<10}{'params':>8}  {'train s/step':>20}  {'best':>6}  {'img/s':>6}  "
@@ -455,7 +477,7 @@ def main(argv=None):
             machine=dict(cpus=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
                          loadavg_before=load_before, loadavg_after=load_after,
                          matmul_gflops_range=[min(gf), max(gf)]),
-            settings=dict(vars(args), original_python=str(original_python)),
+            settings=dict(vars(args), original_python=str(original_python), sides=sides),
             workload=WORKLOAD, preset_workload=PRESET_WORKLOAD if args.presets else None,
             configs=dict(base=BASE, super=SUPER, ours_extra=OURS_EXTRA, placeholder=PLACEHOLDER, full_dim=FULL_DIM),
             full_width_params=full, summary=summary, runs=runs,

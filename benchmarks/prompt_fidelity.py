@@ -10,6 +10,7 @@ the time per image.
     python benchmarks/prompt_fidelity.py                      # the shipped model, DDIM 50 steps
     python benchmarks/prompt_fidelity.py --model runs/shapes/model --sampler ddpm --steps 1000
     python benchmarks/prompt_fidelity.py --json results/fidelity.json --grid fidelity.png
+    python benchmarks/prompt_fidelity.py --cond-scale 3 --per-stage   # guide every stage; score 32 px too
 """
 
 import argparse
@@ -21,8 +22,9 @@ import torch
 
 from minimagen.data import HELD_OUT, TextEmbeddingCache, score_image
 from minimagen.data.shapes import all_combinations, make_caption
-from minimagen.Imagen import Imagen
+from minimagen.Imagen import Imagen, default_cond_scales
 from minimagen.pretrained import load_pretrained
+from minimagen.sample import parse_cond_scales
 from minimagen.utils import image_grid
 
 ATTRIBUTES = ("fg_ok", "bg_ok", "joint_colour_ok", "shape_ok")
@@ -36,19 +38,30 @@ def caption_sets(repeats: int, seed: int = 0) -> dict:
     return {"held_out": held_out, "train": train}
 
 
-def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tuple[dict, torch.Tensor, float]:
-    """Sample one image per caption (in batches) -> (accuracy per attribute, images, seconds per image)."""
-    images, start = [], time.perf_counter()
+def accuracy_of(images: torch.Tensor, captions: list) -> dict:
+    results = [score_image(image, caption) for image, caption in zip(images, captions)]
+    return {key: sum(r[key] for r in results) / len(results) for key in ATTRIBUTES}
+
+
+def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tuple[dict, torch.Tensor, float, dict]:
+    """Sample one image per caption (in batches) -> (accuracy per attribute, images, seconds per image,
+    and with --per-stage the accuracy of the base's own output)."""
+    images, base_images, start = [], [], time.perf_counter()
+    kwargs = dict(cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps, progress=False)
     for i in range(0, len(captions), args.batch_size):
         batch = captions[i:i + args.batch_size]
         embeds, masks = cache.encode(batch)
-        images.append(model.sample(text_embeds=embeds, text_masks=masks, cond_scale=args.cond_scale,
-                                   sampler=args.sampler, steps=args.steps, seed=args.seed + i, progress=False))
+        if args.per_stage:  # the same cascade in two calls, so the base's own picture can be scored too
+            base = model.sample(text_embeds=embeds, text_masks=masks, seed=args.seed + i, stop_at_unet=1, **kwargs)
+            base_images.append(base)
+            images.append(model.sample(text_embeds=embeds, text_masks=masks, seed=args.seed + i + 1_000_000,
+                                       start_at_unet=2, lowres_images=base, **kwargs))
+        else:
+            images.append(model.sample(text_embeds=embeds, text_masks=masks, seed=args.seed + i, **kwargs))
     seconds = (time.perf_counter() - start) / len(captions)
     images = torch.cat(images)
-    results = [score_image(image, caption) for image, caption in zip(images, captions)]
-    accuracy = {key: sum(r[key] for r in results) / len(results) for key in ATTRIBUTES}
-    return accuracy, images, seconds
+    base_accuracy = accuracy_of(torch.cat(base_images), captions) if base_images else {}
+    return accuracy_of(images, captions), images, seconds, base_accuracy
 
 
 def main(argv=None):
@@ -56,7 +69,11 @@ def main(argv=None):
     parser.add_argument("--model", default="shapes", help="a model folder, or the name of a shipped model")
     parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim"))
     parser.add_argument("--steps", type=int, default=50, help="denoising steps per stage")
-    parser.add_argument("--cond-scale", type=float, default=3.0)
+    parser.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
+                        help="guidance: one for every stage or one per stage (default 3 on the base, 1 on "
+                             "super-resolution stages, as minimagen-sample)")
+    parser.add_argument("--per-stage", action="store_true",
+                        help="also score the base U-Net's own (32 px) pictures, from which the cascade continues")
     parser.add_argument("--repeats", type=int, default=2, help="images per held-out combination")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -69,16 +86,26 @@ def main(argv=None):
 
     model = load_pretrained(args.model) if "/" not in args.model and "\\" not in args.model \
         else Imagen.from_pretrained(args.model)
+    if args.cond_scale is None:
+        args.cond_scale = default_cond_scales(len(model.unets))
+    if args.per_stage and len(model.unets) < 2:
+        parser.error("--per-stage needs a cascade of at least two U-Nets")
     cache = TextEmbeddingCache(model.text_encoder_name)
     report = {"model": args.model, "sampler": args.sampler, "steps": args.steps, "cond_scale": args.cond_scale,
               "threads": torch.get_num_threads()}
     print(f"model {args.model}: {args.sampler} {args.steps} steps, cond_scale {args.cond_scale}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'set':10} {'n':>4} {'fg colour':>10} {'bg colour':>10} {'joint':>7} {'shape':>7} {'s/image':>8}")
+    print(f"{'set':14} {'n':>4} {'fg colour':>10} {'bg colour':>10} {'joint':>7} {'shape':>7} {'s/image':>8}")
     for name, captions in caption_sets(args.repeats, args.seed).items():
-        accuracy, images, seconds = score(model, captions, cache, args)
+        accuracy, images, seconds, base_accuracy = score(model, captions, cache, args)
         report[name] = {**accuracy, "n": len(captions), "seconds_per_image": seconds}
-        print(f"{name:10} {len(captions):>4} {accuracy['fg_ok']:>10.3f} {accuracy['bg_ok']:>10.3f} "
+        if base_accuracy:
+            report[name]["base_only"] = base_accuracy
+            size = model.image_sizes[0]
+            print(f"{name + f' {size} px':14} {len(captions):>4} {base_accuracy['fg_ok']:>10.3f} "
+                  f"{base_accuracy['bg_ok']:>10.3f} {base_accuracy['joint_colour_ok']:>7.3f} "
+                  f"{base_accuracy['shape_ok']:>7.3f} {'(base)':>8}")
+        print(f"{name:14} {len(captions):>4} {accuracy['fg_ok']:>10.3f} {accuracy['bg_ok']:>10.3f} "
               f"{accuracy['joint_colour_ok']:>7.3f} {accuracy['shape_ok']:>7.3f} {seconds:>8.3f}")
         if name == "held_out" and args.grid:
             image_grid(images, captions, nrow=8).save(args.grid)

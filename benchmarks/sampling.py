@@ -5,7 +5,7 @@ Prints figures (and writes them to benchmarks/results/sampling.json); asserts no
 
 For each (sampler, steps) row -- by default ancestral DDPM with 1000 steps and DDIM (eta 0) with
 25, 50 and 100 steps, the same number of steps in both stages -- the whole cascade (32 px base +
-64 px super-resolution, guidance scale 3) samples the same captions with the same seeds:
+64 px super-resolution; guidance 3 on the base, none on the 64 px stage) samples the same captions with the same seeds:
 --images held-out captions (every held-out combination, repeated as needed) and as many training
 captions, the prompt sets of benchmarks/prompt_fidelity.py, at a fixed --batch-size. Each image is
 scored against its caption by `minimagen.data.score_image` through prompt_fidelity.score().
@@ -44,8 +44,9 @@ from prompt_fidelity import caption_sets, score  # noqa: E402  (the scorer and p
 from common import matmul_gflops, write_report  # noqa: E402
 
 from minimagen.data import TextEmbeddingCache  # noqa: E402
-from minimagen.Imagen import Imagen  # noqa: E402
+from minimagen.Imagen import Imagen, default_cond_scales  # noqa: E402
 from minimagen.pretrained import load_pretrained  # noqa: E402
+from minimagen.sample import parse_cond_scales  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "sampling.json"
 SETS = ("held_out", "train")
@@ -90,14 +91,14 @@ def run_row(model, timer, cache, sets, sampler, steps, args):
     """Sample and score both prompt sets with one (sampler, steps) -> the row's figures."""
     row = dict(sampler=sampler, steps=steps, gflops_before=matmul_gflops(torch, size=512, repeats=8), loadavg_start=os.getloadavg()[0])
     ns = SimpleNamespace(batch_size=args.batch_size, cond_scale=args.cond_scale, sampler=sampler,
-                         steps=steps, seed=args.seed)
+                         steps=steps, seed=args.seed, per_stage=False)
     wall = cpu = 0.0
     images_total = 0
     stage_wall, stage_cpu = {}, {}
     for name, captions in sets.items():
         timer.reset()
         c0 = time.process_time()
-        accuracy, _, seconds = score(model, captions, cache, ns)
+        accuracy, _, seconds, _ = score(model, captions, cache, ns)
         cpu_set = time.process_time() - c0
         n = len(captions)
         wall += seconds * n
@@ -126,7 +127,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16, help="images sampled together (default 16)")
     p.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral steps per stage, the reference row (default 1000)")
     p.add_argument("--ddim-steps", default="25,50,100", help="comma-separated DDIM step counts (default 25,50,100)")
-    p.add_argument("--cond-scale", type=float, default=3.0)
+    p.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
+                   help="guidance: one for every stage or one per stage (default 3 on the base, 1 on "
+                        "super-resolution stages, as minimagen-sample)")
     p.add_argument("--seed", type=int, default=0, help="prompt sets and sampling seeds (same for every row)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quick", action="store_true", help="harness check: 4 images, DDPM 100 steps, DDIM 10,25")
@@ -138,6 +141,8 @@ def main(argv=None):
 
     model = load_pretrained(args.model) if "/" not in args.model and "\\" not in args.model \
         else Imagen.from_pretrained(args.model)
+    if args.cond_scale is None:
+        args.cond_scale = default_cond_scales(len(model.unets))
     timer = StageTimer(model)
     cache = TextEmbeddingCache(model.text_encoder_name)
     sets = _sets(args.images, args.seed)

@@ -287,7 +287,7 @@ class SmallSuper(_Preset):
     """A super-resolution U-Net (32 -> 64 px) that trains in minutes on a 2-core CPU."""
 
     defaults = dict(dim=16, dim_mults=(1, 2, 4), num_resnet_blocks=1, layer_attns=False,
-                    layer_cross_attns=(False, False, True), attn_heads=4, attn_dim_head=32, memory_efficient=True)
+                    layer_cross_attns=(False, False, True), attn_heads=4, attn_dim_head=32, memory_efficient=False)
 
 
 PRESETS = {cls.__name__: cls for cls in (Base, Super, BaseTest, SuperTest, SmallBase, SmallSuper)}

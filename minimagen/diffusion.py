@@ -129,6 +129,7 @@ class GaussianDiffusion(NoiseSchedule):
     def loss(self, model_output, target, t, loss_type: str = "l2", objective: str = "eps",
              min_snr_gamma: float | None = None) -> torch.Tensor:
         """Scalar loss: per-image mean of l1 / l2 / huber, optionally min-SNR weighted, then batch mean."""
+        model_output = model_output.float()  # bf16 under autocast; the loss and its mean stay fp32
         if loss_type == "l1":
             per_pixel = F.l1_loss(model_output, target, reduction="none")
         elif loss_type == "l2":

@@ -74,7 +74,13 @@ class Attention(nn.Module):
         if context_mask is not None:
             keep = torch.cat([context_mask.new_ones(b, 1), context_mask.bool()], dim=1)  # null always kept
             attn_mask = keep[:, None, None, :]  # (b, 1, 1, m + 1), broadcast over heads and queries
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # torch's CPU attention kernel runs its backward ~9x slower in bf16 than in fp32, which
+            # would cost more than bf16 autocast saves on the convolutions.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.to_out(out.transpose(1, 2).reshape(b, n, h * d))
 
 

@@ -2,7 +2,7 @@
 
     minimagen-sample "a red circle on a blue background"                        # the shipped shapes model
     minimagen-sample --model runs/shapes/model "a green square on a black background" \\
-        --num-images 4 --cond-scale 3 --sampler ddim --steps 50 --seed 0 --out samples/
+        --num-images 4 --cond-scale 3,1 --sampler ddim --steps 50 --seed 0 --out samples/
 
 Writes one PNG per image, `<index>_<slug of the caption>.png`, and `grid.png` with every image and
 its caption under it, then prints the paths. `--model` is a folder written by Imagen.save_pretrained
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError
-from .Imagen import Imagen
+from .Imagen import Imagen, default_cond_scales
 from .utils import get_device, image_grid, save_images, slugify
 
 
@@ -57,12 +57,22 @@ def _parse_device(name: str) -> torch.device:
     return device
 
 
+def parse_cond_scales(text: str) -> tuple:
+    """'3' or '3,1' -> (3.0,) or (3.0, 1.0)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers like 3,1; got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimagen-sample", description="Generate images from captions.")
     parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="captions to draw, one image set each")
     parser.add_argument("--model", default=None,
                         help="model folder (e.g. runs/shapes/model) or pretrained name (default: shapes)")
-    parser.add_argument("--cond-scale", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    parser.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
+                        help="classifier-free guidance scale: one for every stage, or one per stage "
+                             "(default 3 on the base, 1 on super-resolution stages)")
     parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=None,
                         help="denoising steps per stage (default 50, or the stage's timesteps if fewer)")
@@ -89,8 +99,9 @@ def main(argv=None) -> int:
         device = _parse_device(args.device) if args.device else get_device()
         imagen = load_model(args.model, device=device)
         steps = args.steps if args.steps is not None else [min(50, t) for t in imagen.config["timesteps"]]
+        cond_scale = args.cond_scale or default_cond_scales(len(imagen.unets))
         images, captions = generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size,
-                                    cond_scale=args.cond_scale, sampler=args.sampler, steps=steps,
+                                    cond_scale=cond_scale, sampler=args.sampler, steps=steps,
                                     seed=args.seed, lowres_sample_noise_level=args.lowres_noise_level,
                                     progress=args.progress)
     except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:

@@ -66,9 +66,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, atomic_write, load_tensors, load_weights, model_config
-from .Imagen import Imagen
+from .Imagen import Imagen, default_cond_scales
 from .Unet import PRESETS as UNET_PRESETS
-from .utils import get_device, image_grid, set_seed
+from .utils import cpu_has_fast_bf16, get_device, image_grid, set_seed
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_DIR = "model"
@@ -120,8 +120,8 @@ class TrainConfig:
     # v rather than eps: at high noise an eps error turns into a large x0 error, and with a short
     # CPU budget the base U-Net never learns that regime well enough to sample from pure noise.
     pred_objective: str = _f("v", "what the U-Nets predict: eps, x0 or v")
-    # Crops make the super-resolution steps 3-4x cheaper, so it can take the ~1,000 steps it needs to
-    # stop leaving grain in its 64 px output, at a quarter of the base's time.
+    # Crops make the super-resolution steps 3-4x cheaper, so it can take the ~1,500 steps it needs to
+    # stop leaving grain in its 64 px output, at about a third of the base's time.
     random_crop_sizes: tuple | None = _f((0, 32), "train each super-resolution U-Net on random crops of this side, "
                                                   "one per U-Net (0 = whole images; the base never crops)")
     cond_drop_prob: float = _f(0.1, "chance of dropping the caption in training (for classifier-free guidance)")
@@ -139,7 +139,7 @@ class TrainConfig:
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process, best on a small CPU)")
     # Optimisation
     unet: str = _f("all", "which U-Net to train: all, or its 1-based number")
-    steps: tuple = _f((1100, 1000), "optimizer steps per U-Net: one number for all, or one per U-Net")
+    steps: tuple = _f((2000, 1500), "optimizer steps per U-Net: one number for all, or one per U-Net")
     batch_size: int = _f(32, "images per micro-batch (per process)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation)")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -151,7 +151,8 @@ class TrainConfig:
     ema_decay: float = _f(0.995, "decay of the EMA weights used for sampling and export")
     ema_start: int = _f(100, "for a U-Net's first steps the EMA copies the weights; it averages afterwards")
     seed: int = _f(0, "seed of the weights, the data order and every random draw")
-    precision: str = _f("auto", "auto (bf16 autocast on a CUDA GPU that supports it, else fp32), bf16 or no")
+    precision: str = _f("auto", "auto (bf16 autocast where the hardware multiplies bf16 natively: a CUDA GPU "
+                                       "or a CPU with AMX/AVX512-BF16; else fp32), bf16 or no")
     device: str = _f("auto", "auto, cpu, cuda or mps")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice, one per core); 1 is much "
                                        "faster when other jobs share the CPU")
@@ -161,7 +162,8 @@ class TrainConfig:
     checkpoint_every: int = _f(200, "save a checkpoint every this many steps (0: only at the end of each U-Net)")
     sample_steps: int = _f(25, "denoising steps per stage for the sample grids")
     sample_sampler: str = _f("ddim", "sampler for the sample grids: ddpm or ddim")
-    sample_cond_scale: float = _f(3.0, "classifier-free guidance scale for the sample grids")
+    sample_cond_scale: tuple | None = _f(None, "guidance scale of the sample grids: one for every stage or one per "
+                                               "stage (default 3 on the base, 1 on super-resolution stages)")
     sample_captions: tuple | None = _f(None, "captions of the sample grids (default: chosen from the data; "
                                              "for shapes, seen and held-out combinations)")
     time_limit: float | None = _f(None, "stop cleanly (checkpoint and export) after this many minutes of training, "
@@ -264,13 +266,18 @@ class TrainConfig:
         need(self.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps, got {self.device!r}")
         need(self.sample_sampler in ("ddpm", "ddim"), f"sample_sampler must be ddpm or ddim, got {self.sample_sampler!r}")
         need(len(self.adam_betas) == 2, f"adam_betas must be two numbers, got {self.adam_betas}")
+        scales = self.sample_cond_scale
+        need(scales is None or (isinstance(scales, (int, float)) and not isinstance(scales, bool))
+             or (isinstance(scales, tuple) and len(scales) in (1, n)
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales)),
+             f"sample_cond_scale must be one number or one per U-Net ({n}), got {scales!r}")
         need(not self.sample_captions or all(isinstance(c, str) and c for c in self.sample_captions),
              "sample_captions must be non-empty strings")
 
 
 # Presets: field values on top of the TrainConfig defaults (which are the shapes preset).
 PRESETS = {
-    # SmallBase (2.8M parameters, 32 px) + SmallSuper (0.9M, 32 -> 64 px) on coloured shapes:
+    # SmallBase (2.8M parameters, 32 px) + SmallSuper (0.7M, 32 -> 64 px) on coloured shapes:
     # meant to train on a 2-core CPU in about 15 minutes (pass --time-limit 14 to guarantee it).
     "shapes": dict(),
     # The same networks on ~1,400 emoji (needs the Noto Color Emoji font); more varied, so longer.
@@ -491,6 +498,27 @@ def make_optimizer(unet: torch.nn.Module, config: TrainConfig) -> torch.optim.Ad
         return torch.optim.AdamW(unet.parameters(), **settings)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' | 'bf16' | 'no' -> what accelerate runs: 'bf16' (autocast) or 'no' (fp32).
+
+    auto picks bf16 where the hardware multiplies bf16 natively: a CUDA GPU that supports it, or a
+    CPU with AMX or AVX512-BF16 (there a shapes training step is ~1.5x faster; see benchmarks/).
+    """
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    elif device.type == "cpu":
+        native = cpu_has_fast_bf16()
+    else:
+        native = False
+    if precision == "auto":
+        return "bf16" if native else "no"
+    if precision == "bf16" and not native:
+        where = "this CPU has no bf16 instructions (AMX or AVX512-BF16), so bf16 would be emulated and slower" \
+            if device.type == "cpu" else f"bf16 autocast is not supported on {device.type} here"
+        raise ValueError(f"precision='bf16': {where}; use precision 'no' (fp32) or 'auto'")
+    return precision
+
+
 def build_imagen(config: TrainConfig) -> Imagen:
     """A freshly initialised cascade as the config describes it."""
     unets = []
@@ -556,14 +584,12 @@ class Trainer:
         device = get_device() if config.device == "auto" else torch.device(config.device)
         if config.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch sees no CUDA GPU")
-        precision = config.precision
-        if precision == "auto":
-            precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-        elif precision == "bf16" and device.type != "cuda":
-            raise ValueError("precision='bf16' is only used on CUDA GPUs; use 'no' (fp32) on the CPU")
+        self.precision = resolve_precision(config.precision, device)
         # step_scheduler_with_optimizer=False: we step the LR scheduler once per optimizer step
         # ourselves; accelerate's default would step it once per process, speeding up warm-up.
-        self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=precision,
+        # mixed_precision="no": compute_loss autocasts itself, because accelerate fixes one precision
+        # per process and a notebook could then not train in bf16 and afterwards in fp32.
+        self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision="no",
                                        cpu=device.type == "cpu", step_scheduler_with_optimizer=False)
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
@@ -749,7 +775,8 @@ class Trainer:
             embeds, masks = batch["text_embeds"], batch["text_masks"]
         else:
             embeds, masks = self.cache.encode(batch["texts"])  # encoded on first sight, then cached
-        with self._unet_for_forward(unet_number - 1), self.accelerator.autocast():
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        with self._unet_for_forward(unet_number - 1), autocast:
             return self.imagen(images, text_embeds=embeds.to(self.device), text_masks=masks.to(self.device),
                                unet_number=unet_number)
 
@@ -804,7 +831,8 @@ class Trainer:
         # Sampling must not disturb the training RNG stream.
         with torch.random.fork_rng(devices=devices):
             images = self.ema_imagen.sample(text_embeds=embeds.to(self.device), text_masks=masks.to(self.device),
-                                            cond_scale=cfg.sample_cond_scale, sampler=cfg.sample_sampler,
+                                            cond_scale=cfg.sample_cond_scale or default_cond_scales(cfg.num_unets),
+                                            sampler=cfg.sample_sampler,
                                             steps=cfg.sample_steps, seed=cfg.seed, progress=False,
                                             stop_at_unet=stop_at_unet)
         grid = image_grid(images, captions, nrow=4, min_size=128)
@@ -853,8 +881,9 @@ class Trainer:
             sizes = ", ".join(f"U-Net {u} ({cfg.unets[u - 1]}, {cfg.image_sizes[u - 1]}px, "
                               f"{sum(p.numel() for p in self.imagen.unets[u - 1].parameters()) / 1e6:.2f}M params): "
                               f"{self.steps_done[u - 1]}/{targets[u - 1]} steps" for u in cfg.unet_numbers())
-            tqdm.write(f"minimagen-train: {sizes}; device {self.device}, {self.accelerator.num_processes} process(es), "
-                       f"output {self.out_dir}")
+            precision = "bf16 autocast" if self.precision == "bf16" else "fp32"
+            tqdm.write(f"minimagen-train: {sizes}; device {self.device} ({precision}), "
+                       f"{self.accelerator.num_processes} process(es), output {self.out_dir}")
         out_of_time = False
         for k, u in enumerate(todo):
             deadline = None
@@ -949,7 +978,6 @@ class Trainer:
         finally:
             bar.close()
             self._training_unet.pop(i, None)
-            acc.unwrap_model(prepared, keep_fp32_wrapper=False)  # drops accelerate's autocast wrapper
             unet.eval()
         # The end of a U-Net's block is a natural resting point: keep it, and show what it learnt.
         if self.last_checkpoint_step != self.global_step:

@@ -40,6 +40,20 @@ def _torch_version() -> tuple:
         return (0, 0)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX or AVX512-BF16).
+
+    There, bf16 autocast makes convolutions several times faster than fp32; elsewhere bf16 is
+    emulated and slower than fp32. (torch only offers private probes for this; a torch without
+    them is treated as lacking the instructions.)
+    """
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    except Exception:
+        return False
+
+
 def get_device(verbose: bool = False) -> torch.device:
     """The best available device: CUDA, else MPS (torch >= 2.9), else CPU. Never raises."""
     device = torch.device("cpu")

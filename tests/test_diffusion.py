@@ -213,6 +213,15 @@ def test_loss_types_differ_from_each_other(diffusion):
     assert len(set(values.values())) == 3
 
 
+def test_loss_of_a_bf16_prediction_is_taken_in_fp32(diffusion):
+    torch.manual_seed(0)
+    pred, target = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    t = torch.tensor([0, 1])
+    loss = diffusion.loss(pred.bfloat16(), target, t)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.mse_loss(pred.bfloat16().float(), target))
+
+
 def test_unknown_loss_type_raises_value_error(diffusion):
     x, t = torch.zeros(1, 3, 2, 2), torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="loss_type"):

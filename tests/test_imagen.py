@@ -237,6 +237,21 @@ def test_cond_scale_per_stage():
     assert not torch.equal(both, plain), "the second stage used guidance"
 
 
+def test_a_one_element_cond_scale_applies_to_every_stage():
+    imagen = cascade()
+    one = imagen.sample(text_embeds=embeds(), cond_scale=(3.0,), seed=0, progress=False)
+    every = imagen.sample(text_embeds=embeds(), cond_scale=3.0, seed=0, progress=False)
+    assert torch.equal(one, every)
+
+
+def test_default_cond_scales_guide_the_base_and_leave_super_resolution_unguided():
+    from minimagen.Imagen import default_cond_scales
+
+    assert default_cond_scales(1) == (3.0,)
+    assert default_cond_scales(3) == (3.0, 1.0, 1.0)
+    assert default_cond_scales(2, base=5) == (5.0, 1.0)
+
+
 def test_cond_scale_tuple_of_wrong_length_raises_value_error():
     imagen = cascade()
     with pytest.raises(ValueError, match="cond_scale"):

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from minimagen.data import score_image
+from minimagen.data import HELD_OUT, score_image
+from minimagen.data.shapes import make_caption
+from minimagen.Imagen import default_cond_scales
 from minimagen.pretrained import PRETRAINED_DIR, available, load_pretrained
 
 CAPTIONS = [
@@ -52,3 +54,12 @@ def test_the_shipped_model_paints_the_background_colour_it_is_asked_for(model):
     images = model.sample(texts=CAPTIONS, cond_scale=3.0, sampler="ddim", steps=25, seed=0, progress=False)
     correct = sum(score_image(image, caption)["bg_ok"] for image, caption in zip(images, CAPTIONS))
     assert correct >= 5, f"{correct}/8 backgrounds of the asked colour"
+
+
+def test_the_shipped_model_paints_both_colours_of_captions_it_never_saw(model):
+    # One picture of each held-out combination, sampled the way minimagen-sample does by default.
+    captions = [make_caption(*combination) for combination in HELD_OUT]
+    images = model.sample(texts=captions, cond_scale=default_cond_scales(2), sampler="ddim", steps=25, seed=0,
+                          progress=False)
+    correct = sum(score_image(image, caption)["joint_colour_ok"] for image, caption in zip(images, captions))
+    assert correct >= 12, f"{correct}/16 held-out captions with both colours right"

@@ -59,6 +59,29 @@ def test_sample_cli_writes_one_png_per_image_and_a_grid(trained, tmp_path, capsy
     assert (again / "3_a-green-square.png").read_bytes() == (out / "3_a-green-square.png").read_bytes()
 
 
+def test_sample_cli_guides_the_base_only_by_default(trained, tmp_path, monkeypatch):
+    seen = []
+    real = Imagen.sample
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["cond_scale"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Imagen, "sample", spy)
+    common = ["--model", str(trained / "model"), "a red circle on a blue background", "--steps", "2", "--no-progress"]
+    assert sample_main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert sample_main([*common, "--cond-scale", "5,2", "--out", str(tmp_path / "b")]) == 0
+    assert sample_main([*common, "--cond-scale", "4", "--out", str(tmp_path / "c")]) == 0
+    assert seen == [(3.0, 1.0), (5.0, 2.0), (4.0,)]
+
+
+def test_sample_cli_refuses_a_cond_scale_that_is_not_numbers(capsys):
+    with pytest.raises(SystemExit) as info:
+        sample_main(["--cond-scale", "high", "a cat"])
+    assert info.value.code == 2
+    assert "--cond-scale" in capsys.readouterr().err
+
+
 def test_sample_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert sample_main(["--model", str(tmp_path / "missing"), "a cat"]) == 2
     err = capsys.readouterr().err

@@ -23,7 +23,9 @@ from minimagen.train import (
     read_checkpoint,
     read_checkpoint_meta,
     resolve_config,
+    resolve_precision,
 )
+from minimagen.utils import cpu_has_fast_bf16
 
 
 
@@ -67,10 +69,14 @@ class Crash(Exception):
     pass
 
 
-def test_resume_is_exact(tmp_path, cache_dir, monkeypatch):
+needs_cpu_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no AMX or AVX512-BF16 instructions")
+
+
+@pytest.mark.parametrize("precision", ["no", pytest.param("bf16", marks=needs_cpu_bf16)], ids=["fp32", "bf16"])
+def test_resume_is_exact(tmp_path, cache_dir, monkeypatch, precision):
     # Gradient accumulation, EMA copying then averaging, and a crash in U-Net 2's block after the
     # last checkpoint, so the resumed run redoes a step and crosses no block boundary by luck.
-    config = tiny(tmp_path / "full", cache_dir, grad_accum=2, checkpoint_every=2, ema_start=1)
+    config = tiny(tmp_path / "full", cache_dir, grad_accum=2, checkpoint_every=2, ema_start=1, precision=precision)
     full = fit(config)
 
     original = Trainer.compute_loss
@@ -179,8 +185,9 @@ def test_grad_accumulation_matches_a_plain_loop(tmp_path, cache_dir, accum):
         for micro in range(accum):
             batch = next(batches)
             ref._reseed(1, micro)
-            loss = ref.imagen((batch["images"] + 1) / 2, text_embeds=batch["text_embeds"],
-                              text_masks=batch["text_masks"], unet_number=1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ref.precision == "bf16"):  # as the trainer
+                loss = ref.imagen((batch["images"] + 1) / 2, text_embeds=batch["text_embeds"],
+                                  text_masks=batch["text_masks"], unet_number=1)
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
         optimizer.step()
@@ -245,6 +252,7 @@ def test_resume_refuses_changed_settings(tmp_path, cache_dir):
     (["--unet", "3"], "unet must be 'all' or a U-Net number from 1 to 2"),
     (["--steps", "1,2,3"], "steps must be"),
     (["--unets", "BaseTest,Nope"], "unets must be among"),
+    (["--sample-cond-scale", "3,1,1"], "sample_cond_scale must be one number or one per U-Net (2)"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
@@ -359,3 +367,30 @@ def test_trainer_optimizer_takes_the_same_steps_as_plain_adamw():
             optimizer.step()
     torch.testing.assert_close(ours.weight, plain.weight)
     assert (ours.weight - start).abs().max() > 1e-2  # five steps of lr 1e-2 did move the weights
+
+
+# Precision -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "no")])
+def test_auto_precision_on_the_cpu_is_bf16_only_with_bf16_instructions(monkeypatch, native, expected):
+    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: native)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("no", torch.device("cpu")) == "no"
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_naming_the_setting(monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ValueError, match=r"precision='bf16'.*AMX or AVX512-BF16.*use precision 'no'"):
+        resolve_precision("bf16", torch.device("cpu"))
+
+
+@needs_cpu_bf16
+def test_bf16_training_follows_the_fp32_losses_closely(tmp_path, cache_dir):
+    runs = {p: fit(tiny(tmp_path / p, cache_dir, steps=(4, 4), log_every=1, precision=p)) for p in ("no", "bf16")}
+    assert [t.precision for t in runs.values()] == ["no", "bf16"]
+    fp32, bf16 = (losses(tmp_path / p) for p in runs)
+    assert [(s, u) for s, u, _ in fp32] == [(s, u) for s, u, _ in bf16]
+    for (_, _, a), (_, _, b) in zip(fp32, bf16):
+        assert b == pytest.approx(a, rel=0.03)
+    assert fp32 != bf16  # the bf16 run really ran in bf16
