@@ -69,6 +69,7 @@ ADAM_VARIANTS = {"default": {}, "foreach": dict(foreach=True), "fused": dict(fus
 WORKLOAD = dict(image_sizes=(32, 64), batch=4, lr=1e-4, timesteps=1000, cond_drop_prob=0.1, text_tokens=16,
                 text_embed_dim=512, cond_scale=3.0)
 # Our CPU presets at the shapes data set's workload (--presets); ours only.
+PRESET_UNETS = {"SmallBase": 0, "SmallSuper": 1}  # -> the cascade slot each is measured in
 PRESET_WORKLOAD = dict(image_sizes=(32, 64), batch=32, lr=1e-4, timesteps=1000, cond_drop_prob=0.1, text_tokens=16,
                        text_embed_dim=384, cond_scale=3.0)
 
@@ -308,7 +309,8 @@ def main(argv=None):
                    help="OMP_WAIT_POLICY=PASSIVE in every run: idle threads sleep instead of spinning (busy machines)")
     p.add_argument("--no-original", action="store_true", help="time ours only")
     p.add_argument("--quick", action="store_true", help="harness check: 1 round, 1+2 train steps, 1 sample step")
-    p.add_argument("--profile", metavar="IMPL:UNET", help="print torch.profiler top ops of training steps, e.g. ours:super")
+    p.add_argument("--profile", metavar="IMPL:UNET",
+                   help="print torch.profiler top ops of training steps, e.g. ours:super, original:base, ours:SmallBase")
     p.add_argument("--original-python", default=os.environ.get("BENCH_ORIGINAL_PYTHON", DEFAULT_ORIGINAL_PYTHON))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the figures ('' = do not write)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -341,6 +343,11 @@ def main(argv=None):
 
     if args.profile:
         impl, name = args.profile.split(":")
+        if name in PRESET_UNETS:  # one of our CPU presets, at the shapes workload
+            run_worker(dict(common, **sides["ours"], mode="profile", impl="ours", unet=name, index=PRESET_UNETS[name],
+                            preset=name, workload=PRESET_WORKLOAD, sample_batch=PRESET_WORKLOAD["batch"]),
+                       original_python)
+            return
         index, cfg = cfgs[name]
         run_worker(dict(common, **sides[impl], mode="profile", impl=impl, unet=name, index=index, cfg=cfg,
                         workload=WORKLOAD, sample_batch=WORKLOAD["batch"]), original_python)
@@ -368,9 +375,9 @@ def main(argv=None):
                                       cfg=cfg, workload=WORKLOAD, sample_batch=WORKLOAD["batch"]), original_python)
                 runs.append(dict(res, round=r))
         if args.presets:
-            for name, preset, index in (("SmallBase", "SmallBase", 0), ("SmallSuper", "SmallSuper", 1)):
+            for name, index in PRESET_UNETS.items():
                 res = run_worker(dict(common, **sides["ours"], mode="measure", impl="ours", unet=name, index=index,
-                                      preset=preset,
+                                      preset=name,
                                       workload=PRESET_WORKLOAD, sample_batch=PRESET_WORKLOAD["batch"]), original_python)
                 runs.append(dict(res, round=r))
     load_after = os.getloadavg()

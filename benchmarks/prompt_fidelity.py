@@ -5,7 +5,7 @@ as many training combinations, then scores each image against its caption with
 `minimagen.data.score_image` (border pixels give the background colour, the pixels that differ from it
 give the shape's colour and outline; no model is involved). Prints the accuracy of the shape colour,
 the background colour, both together (the joint colour accuracy) and the shape, for each set, plus
-the time per image.
+the time per image and a grain figure (median difference between neighbouring pixels; 0 for flat colour).
 
     python benchmarks/prompt_fidelity.py                      # the shipped model, DDIM 50 steps
     python benchmarks/prompt_fidelity.py --model runs/shapes/model --sampler ddpm --steps 1000
@@ -36,6 +36,12 @@ def caption_sets(repeats: int, seed: int = 0) -> dict:
     seen = [combo for combo in all_combinations() if combo not in HELD_OUT]
     train = [make_caption(*combo) for combo in random.Random(seed).sample(seen, len(held_out))]
     return {"held_out": held_out, "train": train}
+
+
+def grain(images: torch.Tensor) -> float:
+    """Median absolute difference between horizontally neighbouring values of (b, 3, h, w) images in
+    [0, 1]: about 0 for the flat colours of real shapes pictures, larger for a grainy sample."""
+    return (images[..., 1:] - images[..., :-1]).abs().median().item()
 
 
 def accuracy_of(images: torch.Tensor, captions: list) -> dict:
@@ -95,10 +101,11 @@ def main(argv=None):
               "threads": torch.get_num_threads()}
     print(f"model {args.model}: {args.sampler} {args.steps} steps, cond_scale {args.cond_scale}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'set':14} {'n':>4} {'fg colour':>10} {'bg colour':>10} {'joint':>7} {'shape':>7} {'s/image':>8}")
+    print(f"{'set':14} {'n':>4} {'fg colour':>10} {'bg colour':>10} {'joint':>7} {'shape':>7} {'s/image':>8} "
+          f"{'grain':>7}")
     for name, captions in caption_sets(args.repeats, args.seed).items():
         accuracy, images, seconds, base_accuracy = score(model, captions, cache, args)
-        report[name] = {**accuracy, "n": len(captions), "seconds_per_image": seconds}
+        report[name] = {**accuracy, "n": len(captions), "seconds_per_image": seconds, "grain": grain(images)}
         if base_accuracy:
             report[name]["base_only"] = base_accuracy
             size = model.image_sizes[0]
@@ -106,7 +113,8 @@ def main(argv=None):
                   f"{base_accuracy['bg_ok']:>10.3f} {base_accuracy['joint_colour_ok']:>7.3f} "
                   f"{base_accuracy['shape_ok']:>7.3f} {'(base)':>8}")
         print(f"{name:14} {len(captions):>4} {accuracy['fg_ok']:>10.3f} {accuracy['bg_ok']:>10.3f} "
-              f"{accuracy['joint_colour_ok']:>7.3f} {accuracy['shape_ok']:>7.3f} {seconds:>8.3f}")
+              f"{accuracy['joint_colour_ok']:>7.3f} {accuracy['shape_ok']:>7.3f} {seconds:>8.3f} "
+              f"{report[name]['grain']:>7.4f}")
         if name == "held_out" and args.grid:
             image_grid(images, captions, nrow=8).save(args.grid)
     if args.json:

@@ -44,8 +44,9 @@ def default_cond_scales(stages: int, base: float = 3.0) -> tuple:
     each super-resolution U-Net.
 
     A super-resolution stage's low-resolution image already fixes what is drawn; guiding it only
-    amplifies its own text bias. The shipped shapes model's 64 px stage, guided at 3, repainted an
-    orange circle on red as all red; unguided it kept the base's colours (benchmarks/README.md).
+    amplifies its own text bias, at twice the work. Guided at 3, the 64 px stage of an earlier shapes
+    model repainted every orange circle on red as all red; unguided it kept the base's colours
+    (benchmarks/README.md).
     """
     return (float(base),) + (1.0,) * (stages - 1)
 

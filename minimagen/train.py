@@ -168,7 +168,7 @@ class TrainConfig:
                                              "for shapes, seen and held-out combinations)")
     time_limit: float | None = _f(None, "stop cleanly (checkpoint and export) after this many minutes of training, "
                                         "shared between the U-Nets in proportion to their work "
-                                        "(steps x parameters x pixels)")
+                                        "(steps left x measured seconds per step)")
     progress: bool = _f(True, "show a progress bar")
 
     def __post_init__(self):
@@ -499,10 +499,10 @@ def make_optimizer(unet: torch.nn.Module, config: TrainConfig) -> torch.optim.Ad
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' | 'bf16' | 'no' -> what accelerate runs: 'bf16' (autocast) or 'no' (fp32).
+    """'auto' | 'bf16' | 'no' -> 'bf16' (the forward passes run under bf16 autocast) or 'no' (fp32).
 
     auto picks bf16 where the hardware multiplies bf16 natively: a CUDA GPU that supports it, or a
-    CPU with AMX or AVX512-BF16 (there a shapes training step is ~1.5x faster; see benchmarks/).
+    CPU with AMX or AVX512-BF16 (on such a CPU a shapes base step was 1.6x faster: benchmarks/README.md).
     """
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
@@ -615,6 +615,7 @@ class Trainer:
         self._datasets = {}
         self._sample_captions = list(config.sample_captions) if config.sample_captions else None
         self._training_unet = {}  # U-Net index -> the module accelerate prepared (DDP-wrapped when distributed)
+        self._step_costs = {}  # U-Net number -> measured seconds per step, for sharing a time limit
         if state is not None:
             try:
                 self._load_state(*state)
@@ -888,7 +889,8 @@ class Trainer:
         for k, u in enumerate(todo):
             deadline = None
             if budget is not None:
-                # Share what is left of the time budget in proportion to the work still to do.
+                # Share what is left of the time budget in proportion to the work still to do, in
+                # measured seconds per step.
                 work = [(targets[v - 1] - self.steps_done[v - 1]) * self._step_cost(v) for v in todo[k:]]
                 deadline = time.monotonic() + max(0.0, budget - (time.monotonic() - start)) * work[0] / sum(work)
             finished = self._train_unet(u, deadline)
@@ -905,15 +907,41 @@ class Trainer:
                        f"  minimagen-sample --model {self.out_dir / MODEL_DIR} \"{self.sample_captions()[0]}\"")
         return self.out_dir
 
-    def _step_cost(self, unet_number: int) -> int:
-        """Rough cost of one training step: parameters x pixels of a training image (cropped or whole).
+    def _step_cost(self, unet_number: int) -> float:
+        """Seconds of one training step of U-Net `unet_number` on this machine, measured once.
 
-        Only the ratios between U-Nets matter: SmallBase takes about four times as long per step
-        as SmallSuper on 32 px crops, and this estimate gives it three times the share.
+        Measured rather than estimated, because how two U-Nets' steps compare depends on the machine
+        and the precision: a SmallBase step takes 2.4 times a SmallSuper step on 32 px crops in fp32 on
+        a CPU and 2.1 times under bf16 autocast, while its parameters x pixels are 4 times as many
+        (benchmarks/step_variants.py). The probe is a forward and backward pass on random inputs of
+        a real batch's shape; it leaves the weights, their gradients and every random stream as they were.
         """
-        i = unet_number - 1
-        side = self.imagen.config["random_crop_sizes"][i] or self.config.image_sizes[i]
-        return sum(p.numel() for p in self.imagen.unets[i].parameters()) * side * side
+        if unet_number not in self._step_costs:
+            i, cfg = unet_number - 1, self.config
+            side = cfg.image_sizes[i]
+            b = cfg.batch_size
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            unet = self.imagen.unets[i]
+            unet.train()
+            with torch.random.fork_rng(devices=devices):
+                images = torch.rand(b, self.imagen.channels, side, side, device=self.device)
+                embeds = torch.randn(b, 8, self.imagen.text_embed_dim, device=self.device)
+                masks = torch.ones(b, 8, dtype=torch.bool, device=self.device)
+                autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+                for attempt in range(2):  # the first pass also pays for one-off set-up; time the second
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    start = time.perf_counter()
+                    with autocast:
+                        loss = self.imagen(images, text_embeds=embeds, text_masks=masks, unet_number=unet_number)
+                    loss.backward()
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    seconds = time.perf_counter() - start
+                    unet.zero_grad(set_to_none=True)
+            unet.eval()
+            self._step_costs[unet_number] = seconds
+        return self._step_costs[unet_number]
 
     def _train_unet(self, unet_number: int, deadline: float | None) -> bool:
         """Train one U-Net up to its target; returns False when stopped by the deadline."""

@@ -5,6 +5,7 @@ shapes pictures, for a handful of steps, with the offline MiniLM text encoder.
 """
 import dataclasses
 import json
+import time
 
 import pytest
 import torch
@@ -277,13 +278,31 @@ def test_time_limit_stops_cleanly(tmp_path, cache_dir):
     Imagen.from_pretrained(out / "model")
 
 
-def test_time_limit_shares_the_budget_by_work_so_cropped_steps_count_less(tmp_path, cache_dir):
-    whole = Trainer(tiny(tmp_path / "whole", cache_dir))
-    cropped = Trainer(tiny(tmp_path / "cropped", cache_dir, random_crop_sizes=(0, 16)))
-    assert cropped._step_cost(2) * 4 == whole._step_cost(2)  # a 16 px crop of a 32 px image: a quarter
-    assert cropped._step_cost(1) == whole._step_cost(1)  # the base never crops
-    base_parameters = sum(p.numel() for p in whole.imagen.unets[0].parameters())
-    assert whole._step_cost(1) == base_parameters * 16 * 16
+def test_time_limit_shares_the_budget_by_steps_times_measured_seconds_per_step(tmp_path, cache_dir, monkeypatch):
+    trainer = Trainer(tiny(tmp_path / "run", cache_dir, steps=(30, 10), time_limit=1.0))
+    monkeypatch.setattr(trainer, "_step_cost", {1: 0.5, 2: 0.5}.get)  # base work 15 s, super-resolution 5 s
+    given = {}
+
+    def record(unet_number, deadline):
+        given[unet_number] = deadline - time.monotonic()
+        return True
+
+    monkeypatch.setattr(trainer, "_train_unet", record)
+    trainer.fit()
+    assert given[1] == pytest.approx(45, abs=2)  # three quarters of the minute
+    assert given[2] == pytest.approx(60, abs=2)  # all that is left, as the base "took" no time
+
+
+def test_measuring_a_step_changes_no_weight_gradient_or_random_stream(tmp_path, cache_dir):
+    trainer = Trainer(tiny(tmp_path / "run", cache_dir, random_crop_sizes=(0, 16)))
+    weights, rng = clone_state(trainer.imagen), torch.get_rng_state()
+    costs = [trainer._step_cost(2), trainer._step_cost(1)]
+    assert all(cost > 0 for cost in costs)
+    assert trainer._step_cost(2) == costs[0]  # measured once, then remembered
+    assert_same(clone_state(trainer.imagen), weights)
+    assert all(p.grad is None for p in trainer.imagen.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not trainer.imagen.unets[0].training and not trainer.imagen.unets[1].training
 
 
 def test_a_run_with_cropped_super_resolution_exports_a_model_of_full_size(tmp_path, cache_dir):
