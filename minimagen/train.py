@@ -776,10 +776,17 @@ class Trainer:
             embeds, masks = batch["text_embeds"], batch["text_masks"]
         else:
             embeds, masks = self.cache.encode(batch["texts"])  # encoded on first sight, then cached
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-        with self._unet_for_forward(unet_number - 1), autocast:
+        with self._unet_for_forward(unet_number - 1), self._autocast():
             return self.imagen(images, text_embeds=embeds.to(self.device), text_masks=masks.to(self.device),
                                unet_number=unet_number)
+
+    def _autocast(self):
+        """bf16 autocast for a forward pass when this run trains in bf16, else a no-op context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def _rng_devices(self) -> list:
+        """The CUDA devices whose random state torch.random.fork_rng must save (none on a CPU)."""
+        return [self.device.index or 0] if self.device.type == "cuda" else []
 
     def _reseed(self, unet_number: int, micro: int) -> None:
         """Make this micro-batch's random draws (noise, times, caption dropout) a function of where we are."""
@@ -828,14 +835,12 @@ class Trainer:
         cfg = self.config
         captions = self.sample_captions()
         embeds, masks = self.cache.encode(captions)
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        scales = default_cond_scales(cfg.num_unets) if cfg.sample_cond_scale is None else cfg.sample_cond_scale
         # Sampling must not disturb the training RNG stream.
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=self._rng_devices()):
             images = self.ema_imagen.sample(text_embeds=embeds.to(self.device), text_masks=masks.to(self.device),
-                                            cond_scale=cfg.sample_cond_scale or default_cond_scales(cfg.num_unets),
-                                            sampler=cfg.sample_sampler,
-                                            steps=cfg.sample_steps, seed=cfg.seed, progress=False,
-                                            stop_at_unet=stop_at_unet)
+                                            cond_scale=scales, sampler=cfg.sample_sampler, steps=cfg.sample_steps,
+                                            seed=cfg.seed, progress=False, stop_at_unet=stop_at_unet)
         grid = image_grid(images, captions, nrow=4, min_size=128)
         path = self.out_dir / SAMPLES_DIR / f"step_{self.global_step:06d}.png"
         atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
@@ -917,26 +922,19 @@ class Trainer:
         a real batch's shape; it leaves the weights, their gradients and every random stream as they were.
         """
         if unet_number not in self._step_costs:
-            i, cfg = unet_number - 1, self.config
-            side = cfg.image_sizes[i]
-            b = cfg.batch_size
-            devices = [self.device.index or 0] if self.device.type == "cuda" else []
-            unet = self.imagen.unets[i]
+            cfg, side = self.config, self.config.image_sizes[unet_number - 1]
+            unet = self.imagen.unets[unet_number - 1]
+            sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
             unet.train()
-            with torch.random.fork_rng(devices=devices):
-                images = torch.rand(b, self.imagen.channels, side, side, device=self.device)
-                embeds = torch.randn(b, 8, self.imagen.text_embed_dim, device=self.device)
-                masks = torch.ones(b, 8, dtype=torch.bool, device=self.device)
-                autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+            with torch.random.fork_rng(devices=self._rng_devices()):
+                batch = dict(images=torch.rand(cfg.batch_size, self.imagen.channels, side, side) * 2 - 1,
+                             text_embeds=torch.randn(cfg.batch_size, 8, self.imagen.text_embed_dim),
+                             text_masks=torch.ones(cfg.batch_size, 8, dtype=torch.bool))
                 for attempt in range(2):  # the first pass also pays for one-off set-up; time the second
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
+                    sync()
                     start = time.perf_counter()
-                    with autocast:
-                        loss = self.imagen(images, text_embeds=embeds, text_masks=masks, unet_number=unet_number)
-                    loss.backward()
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
+                    self.compute_loss(unet_number, batch).backward()
+                    sync()
                     seconds = time.perf_counter() - start
                     unet.zero_grad(set_to_none=True)
             unet.eval()

@@ -270,6 +270,20 @@ def test_bad_flags_are_usage_errors(argv, capsys):
     assert "usage: minimagen-train" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting, expected", [(None, (3.0, 1.0)), (0.0, 0.0), ((5, 2), (5, 2))])
+def test_sample_grids_guide_the_base_only_unless_told_otherwise(tmp_path, cache_dir, monkeypatch, setting, expected):
+    seen, real = [], Imagen.sample
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["cond_scale"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Imagen, "sample", spy)
+    trainer = Trainer(tiny(tmp_path / "run", cache_dir, steps=(1, 1), sample_cond_scale=setting))
+    trainer.fit()
+    assert seen and all(scales == expected for scales in seen)
+
+
 def test_time_limit_stops_cleanly(tmp_path, cache_dir):
     out = tmp_path / "run"
     trainer = fit(tiny(out, cache_dir, steps=(50, 50), time_limit=1e-6))
