@@ -239,11 +239,14 @@ def _profile(torch, imagen, unet, index, images, text_embeds, text_masks, wl, ou
 
     for _ in range(2):
         step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    by_shape = bool(spec.get("profile_by_shape"))
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=by_shape) as prof:
         for _ in range(3):
             step()
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    print(f"== {out['impl']} {out['unet']}: 3 training steps, top ops by self CPU time ==\n{table}", flush=True)
+    table = prof.key_averages(group_by_input_shape=by_shape).table(
+        sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40, max_shapes_column_width=80)
+    what = "ops and input shapes" if by_shape else "ops"
+    print(f"== {out['impl']} {out['unet']}: 3 training steps, top {what} by self CPU time ==\n{table}", flush=True)
     return out
 
 
@@ -305,12 +308,17 @@ def main(argv=None):
                    help="each side as its own trainer runs it: ours as minimagen-train does (fused AdamW, bf16 "
                         "autocast where the CPU has bf16 instructions, i.e. precision auto), the original as its "
                         "training.py does (torch's default Adam, fp32); overrides --adam")
+    p.add_argument("--precision", choices=["auto", "no", "bf16"], default="auto",
+                   help="with --as-trained: our trainer's --precision (default auto; 'no' is what a CPU without "
+                        "bf16 instructions gets)")
     p.add_argument("--omp-passive", action="store_true",
                    help="OMP_WAIT_POLICY=PASSIVE in every run: idle threads sleep instead of spinning (busy machines)")
     p.add_argument("--no-original", action="store_true", help="time ours only")
     p.add_argument("--quick", action="store_true", help="harness check: 1 round, 1+2 train steps, 1 sample step")
     p.add_argument("--profile", metavar="IMPL:UNET",
                    help="print torch.profiler top ops of training steps, e.g. ours:super, original:base, ours:SmallBase")
+    p.add_argument("--by-shape", action="store_true",
+                   help="with --profile: one row per op and input shapes (which convolution is slow)")
     p.add_argument("--original-python", default=os.environ.get("BENCH_ORIGINAL_PYTHON", DEFAULT_ORIGINAL_PYTHON))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the figures ('' = do not write)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -321,6 +329,8 @@ def main(argv=None):
         print("RESULT " + json.dumps(result), flush=True)
         return
 
+    if args.precision != "auto" and not args.as_trained:
+        p.error("--precision applies to --as-trained only (without it both sides run the same fp32 step)")
     if args.quick:
         args.rounds, args.warmup, args.steps, args.sample_warmup, args.sample_steps = 1, 1, 2, 1, 1
     original_python = Path(args.original_python)
@@ -328,7 +338,9 @@ def main(argv=None):
     if use_original and not original_python.exists():
         raise SystemExit(f"{original_python} not found: run `bash benchmarks/setup_original.sh` first "
                          "(or pass --no-original)")
-    common = dict(omp_passive=args.omp_passive, threads=args.threads, seed=0, adam=args.adam, warmup=args.warmup, steps=args.steps,
+    if args.by_shape and not args.profile:
+        p.error("--by-shape applies to --profile only")
+    common = dict(profile_by_shape=args.by_shape, omp_passive=args.omp_passive, threads=args.threads, seed=0, adam=args.adam, warmup=args.warmup, steps=args.steps,
                   sample_warmup=args.sample_warmup, sample_steps=args.sample_steps)
     # What differs between the two sides: nothing, unless --as-trained.
     sides = {"ours": {}, "original": {}}
@@ -337,7 +349,7 @@ def main(argv=None):
 
         from minimagen.train import resolve_precision
 
-        sides["ours"] = dict(adam="fused", bf16=resolve_precision("auto", torch.device("cpu")) == "bf16")
+        sides["ours"] = dict(adam="fused", bf16=resolve_precision(args.precision, torch.device("cpu")) == "bf16")
         sides["original"] = dict(adam="default", bf16=False)
     cfgs = {"base": (0, BASE), "super": (1, SUPER)}
 
@@ -447,7 +459,7 @@ def main(argv=None):
             print(f"{name:<11}{'ours/orig':<10}{q['params']:>8.3f}  {q['train']['median']:>20.2f}  "
                   f"{q['train_best']:>6.2f}  {'':>6}  {q['sample']['median']:>20.2f}  {q['sample_best']:>6.2f}  "
                   f"{q['peak_rss']:>11.2f}")
-    print(f"Process CPU seconds per step (all threads; less disturbed by other processes than wall time, "
+    print("Process CPU seconds per step (all threads; less disturbed by other processes than wall time, "
           f"but spin-waiting threads count too):")
     for name, entry in summary.items():
         line = "  ".join(f"{impl} train {entry[impl]['train_cpu_s_per_step']['median']:.3f} "

@@ -1,7 +1,31 @@
-"""What the benchmark scripts share: writing their figures as JSON, and a probe of the machine's speed."""
+"""What the benchmark scripts share: writing their figures as JSON, a probe of the machine's speed, and
+the model and guidance options of the scripts that sample a shipped model."""
 import json
 import time
 from pathlib import Path
+
+
+def add_model_args(parser, default_model: str = "shapes") -> None:
+    """--model and --cond-scale, as minimagen-sample takes them."""
+    from minimagen.sample import parse_cond_scales
+
+    parser.add_argument("--model", default=default_model,
+                        help=f"a model folder, or the name of a shipped model (default {default_model})")
+    parser.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
+                        help="guidance: one for every stage or one per stage (default 3 on the base, 1 on "
+                             "super-resolution stages, as minimagen-sample)")
+
+
+def load_model(args):
+    """The Imagen named by args.model (a folder, or a shipped model's name); fills in args.cond_scale's default."""
+    from minimagen.Imagen import Imagen, default_cond_scales
+    from minimagen.pretrained import load_pretrained
+
+    is_folder = "/" in args.model or "\\" in args.model
+    model = Imagen.from_pretrained(args.model) if is_folder else load_pretrained(args.model)
+    if args.cond_scale is None:
+        args.cond_scale = default_cond_scales(len(model.unets))
+    return model
 
 
 def write_report(report: dict, out) -> None:

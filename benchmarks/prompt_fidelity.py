@@ -19,12 +19,11 @@ import random
 import time
 
 import torch
+from common import add_model_args, load_model
 
 from minimagen.data import HELD_OUT, TextEmbeddingCache, score_image
 from minimagen.data.shapes import all_combinations, make_caption
-from minimagen.Imagen import Imagen, default_cond_scales
-from minimagen.pretrained import load_pretrained
-from minimagen.sample import parse_cond_scales
+from minimagen.Imagen import Imagen
 from minimagen.utils import image_grid
 
 ATTRIBUTES = ("fg_ok", "bg_ok", "joint_colour_ok", "shape_ok")
@@ -72,12 +71,9 @@ def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tup
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="shapes", help="a model folder, or the name of a shipped model")
     parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim"))
     parser.add_argument("--steps", type=int, default=50, help="denoising steps per stage")
-    parser.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
-                        help="guidance: one for every stage or one per stage (default 3 on the base, 1 on "
-                             "super-resolution stages, as minimagen-sample)")
+    add_model_args(parser)
     parser.add_argument("--per-stage", action="store_true",
                         help="also score the base U-Net's own (32 px) pictures, from which the cascade continues")
     parser.add_argument("--repeats", type=int, default=2, help="images per held-out combination")
@@ -90,10 +86,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = load_pretrained(args.model) if "/" not in args.model and "\\" not in args.model \
-        else Imagen.from_pretrained(args.model)
-    if args.cond_scale is None:
-        args.cond_scale = default_cond_scales(len(model.unets))
+    model = load_model(args)
     if args.per_stage and len(model.unets) < 2:
         parser.error("--per-stage needs a cascade of at least two U-Nets")
     cache = TextEmbeddingCache(model.text_encoder_name)

@@ -41,12 +41,9 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]  # prompt_fidelity, and this checkout's minimagen even where it is not installed
 
 from prompt_fidelity import caption_sets, score  # noqa: E402  (the scorer and prompt sets of that benchmark)
-from common import matmul_gflops, write_report  # noqa: E402
+from common import add_model_args, load_model, matmul_gflops, write_report  # noqa: E402
 
 from minimagen.data import TextEmbeddingCache  # noqa: E402
-from minimagen.Imagen import Imagen, default_cond_scales  # noqa: E402
-from minimagen.pretrained import load_pretrained  # noqa: E402
-from minimagen.sample import parse_cond_scales  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "sampling.json"
 SETS = ("held_out", "train")
@@ -122,14 +119,11 @@ def run_row(model, timer, cache, sets, sampler, steps, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="shapes", help="a model folder, or the name of a shipped model (default shapes)")
+    add_model_args(p)
     p.add_argument("--images", type=int, default=16, help="images per prompt set, same for every row (default 16)")
     p.add_argument("--batch-size", type=int, default=16, help="images sampled together (default 16)")
     p.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral steps per stage, the reference row (default 1000)")
     p.add_argument("--ddim-steps", default="25,50,100", help="comma-separated DDIM step counts (default 25,50,100)")
-    p.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
-                   help="guidance: one for every stage or one per stage (default 3 on the base, 1 on "
-                        "super-resolution stages, as minimagen-sample)")
     p.add_argument("--seed", type=int, default=0, help="prompt sets and sampling seeds (same for every row)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quick", action="store_true", help="harness check: 4 images, DDPM 100 steps, DDIM 10,25")
@@ -139,10 +133,7 @@ def main(argv=None):
         args.images, args.batch_size, args.ddpm_steps, args.ddim_steps = 4, 4, 100, "10,25"
     torch.set_num_threads(args.threads)
 
-    model = load_pretrained(args.model) if "/" not in args.model and "\\" not in args.model \
-        else Imagen.from_pretrained(args.model)
-    if args.cond_scale is None:
-        args.cond_scale = default_cond_scales(len(model.unets))
+    model = load_model(args)
     timer = StageTimer(model)
     cache = TextEmbeddingCache(model.text_encoder_name)
     sets = _sets(args.images, args.seed)
