@@ -47,6 +47,8 @@ def main(argv=None):
     parser.add_argument("--grid", help="save training pictures, base samples and enlarged samples as one PNG")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.count < 1 or args.steps < 1:
+        parser.error(f"--count and --steps must be positive, got {args.count} and {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args)
