@@ -331,6 +331,8 @@ def main(argv=None):
 
     if args.precision != "auto" and not args.as_trained:
         p.error("--precision applies to --as-trained only (without it both sides run the same fp32 step)")
+    if args.by_shape and not args.profile:
+        p.error("--by-shape applies to --profile only")
     if args.quick:
         args.rounds, args.warmup, args.steps, args.sample_warmup, args.sample_steps = 1, 1, 2, 1, 1
     original_python = Path(args.original_python)
@@ -338,8 +340,6 @@ def main(argv=None):
     if use_original and not original_python.exists():
         raise SystemExit(f"{original_python} not found: run `bash benchmarks/setup_original.sh` first "
                          "(or pass --no-original)")
-    if args.by_shape and not args.profile:
-        p.error("--by-shape applies to --profile only")
     common = dict(profile_by_shape=args.by_shape, omp_passive=args.omp_passive, threads=args.threads, seed=0, adam=args.adam, warmup=args.warmup, steps=args.steps,
                   sample_warmup=args.sample_warmup, sample_steps=args.sample_steps)
     # What differs between the two sides: nothing, unless --as-trained.

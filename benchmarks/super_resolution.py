@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 from common import add_model_args, load_model, write_report
-from prompt_fidelity import grain
+from prompt_fidelity import grain, sample_by_stage
 
 from minimagen.data import EmojiDataset, ShapesDataset
 from minimagen.utils import image_grid
@@ -59,8 +59,7 @@ def main(argv=None):
 
     kwargs = dict(texts=captions, cond_scale=args.cond_scale, sampler="ddim", steps=args.steps, progress=False)
     start = time.perf_counter()
-    base = model.sample(seed=args.seed, stop_at_unet=1, **kwargs)
-    enlarged = model.sample(seed=args.seed + 1, start_at_unet=2, stop_at_unet=2, lowres_images=base, **kwargs)
+    base, enlarged = sample_by_stage(model, args.seed, args.seed + 1, stop_at_unet=2, **kwargs)
     seconds = time.perf_counter() - start
     follow = (F.interpolate(enlarged, size=base_size, mode="area") - base).abs().mean().item()
     report = dict(model=args.model, captions=args.captions, count=len(captions), steps=args.steps,
