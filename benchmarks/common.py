@@ -12,19 +12,19 @@ def add_model_args(parser, default_model: str = "shapes") -> None:
     parser.add_argument("--model", default=default_model,
                         help=f"a model folder, or the name of a shipped model (default {default_model})")
     parser.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
-                        help="guidance: one for every stage or one per stage (default 3 on the base, 1 on "
-                             "super-resolution stages, as minimagen-sample)")
+                        help="guidance: one for every stage or one per stage (default: the model's recommended "
+                             "scales, as minimagen-sample)")
 
 
 def load_model(args):
     """The Imagen named by args.model (a folder, or a shipped model's name); fills in args.cond_scale's default."""
-    from minimagen.Imagen import Imagen, default_cond_scales
+    from minimagen.Imagen import Imagen
     from minimagen.pretrained import load_pretrained
 
     is_folder = "/" in args.model or "\\" in args.model
     model = Imagen.from_pretrained(args.model) if is_folder else load_pretrained(args.model)
     if args.cond_scale is None:
-        args.cond_scale = default_cond_scales(len(model.unets))
+        args.cond_scale = tuple(model.config["sampling"]["cond_scale"])
     return model
 
 

@@ -48,14 +48,6 @@ def accuracy_of(images: torch.Tensor, captions: list) -> dict:
     return {key: sum(r[key] for r in results) / len(results) for key in ATTRIBUTES}
 
 
-def sample_by_stage(model: Imagen, base_seed: int, rest_seed: int, stop_at_unet=None, **kwargs) -> tuple:
-    """The cascade in two calls, so the base's own picture can be looked at too -> (base's output,
-    the later stages' output, enlarged from exactly that picture)."""
-    base = model.sample(seed=base_seed, stop_at_unet=1, **kwargs)
-    rest = model.sample(seed=rest_seed, start_at_unet=2, stop_at_unet=stop_at_unet, lowres_images=base, **kwargs)
-    return base, rest
-
-
 def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tuple[dict, torch.Tensor, float, dict]:
     """Sample one image per caption (in batches) -> (accuracy per attribute, images, seconds per image,
     and with --per-stage the accuracy of the base's own output)."""
@@ -65,8 +57,9 @@ def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tup
         batch = captions[i:i + args.batch_size]
         embeds, masks = cache.encode(batch)
         if args.per_stage:
-            base, final = sample_by_stage(model, args.seed + i, args.seed + i + 1_000_000, text_embeds=embeds,
-                                          text_masks=masks, **kwargs)
+            # Every stage's output from one call: the base's own picture, and the final one enlarged from it.
+            base, *_, final = model.sample(text_embeds=embeds, text_masks=masks, seed=args.seed + i,
+                                           return_all_stages=True, **kwargs)
             base_images.append(base)
             images.append(final)
         else:

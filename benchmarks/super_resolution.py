@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 from common import add_model_args, load_model, write_report
-from prompt_fidelity import grain, sample_by_stage
+from prompt_fidelity import grain
 
 from minimagen.data import EmojiDataset, ShapesDataset
 from minimagen.utils import image_grid
@@ -32,7 +32,7 @@ def captions_and_pictures(kind: str, count: int, size: int) -> tuple[list, torch
     else:
         dataset = ShapesDataset(size=size, length=count)
     pictures, captions = zip(*(dataset[i] for i in range(len(dataset))))
-    return list(captions), (torch.stack(pictures) + 1) / 2  # the data sets give [-1, 1]
+    return list(captions), torch.stack(pictures)
 
 
 def main(argv=None):
@@ -59,7 +59,7 @@ def main(argv=None):
 
     kwargs = dict(texts=captions, cond_scale=args.cond_scale, sampler="ddim", steps=args.steps, progress=False)
     start = time.perf_counter()
-    base, enlarged = sample_by_stage(model, args.seed, args.seed + 1, stop_at_unet=2, **kwargs)
+    base, enlarged = model.sample(seed=args.seed, stop_at_unet=2, return_all_stages=True, **kwargs)
     seconds = time.perf_counter() - start
     follow = (F.interpolate(enlarged, size=base_size, mode="area") - base).abs().mean().item()
     report = dict(model=args.model, captions=args.captions, count=len(captions), steps=args.steps,

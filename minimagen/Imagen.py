@@ -13,23 +13,30 @@ ideas make it work:
   them. The image is normalised to [-1, 1] first, then noised, in training and sampling alike.
 - Dynamic thresholding of the predicted clean image (see thresholding.py).
 
-Images go in and come out in [0, 1]; inside, the model works in [-1, 1].
+Images go in and come out in [0, 1]; inside, the model works in [-1, 1] (see images.py).
+`Imagen.config` is the one record of the cascade's settings: every attribute reads it, and
+`save_pretrained` writes it as-is to config.json, with the recommended sampling settings that
+`sample()` uses for any argument the caller leaves out.
 """
 
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import t5
+from .checkpoint import (CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, check_model_config, load_model_folder,
+                         load_weights, save_model_folder)
 from .diffusion import LOSS_TYPES, OBJECTIVES, GaussianDiffusion
+from .images import normalize, random_crop, resize_image_to, to_pil, unnormalize
 from .samplers import SAMPLERS, ddim_step, ddpm_step, sampling_timesteps
-from .thresholding import dynamic_threshold, static_threshold
+from .thresholding import DYNAMIC_PERCENTILE, dynamic_threshold, static_threshold
 from .Unet import Unet
 
+__all__ = ["Imagen", "default_cond_scales", "default_sampling", "resize_image_to", "random_crop"]
 
 def _per_stage(value, stages: int, name: str) -> tuple:
     """One value for every stage, or one per stage -> a tuple of length `stages`."""
@@ -51,23 +58,20 @@ def default_cond_scales(stages: int, base: float = 3.0) -> tuple:
     return (float(base),) + (1.0,) * (stages - 1)
 
 
-def resize_image_to(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(b, c, h, w) -> (b, c, size, size); antialiased bilinear, so downsizing does not alias."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+def default_sampling(timesteps) -> dict:
+    """The recommended sampling settings of a cascade whose stages have `timesteps` steps each:
+    DDIM with 50 steps per stage (fewer where a stage has fewer), guidance 3 on the base only.
+    DDIM-50 draws as faithfully as ancestral sampling over all 1,000 steps, 20 times faster
+    (benchmarks/README.md)."""
+    return {"sampler": "ddim", "steps": [min(50, t) for t in timesteps], "cond_scale": list(default_cond_scales(len(timesteps)))}
 
 
-def random_crop(size: int, *images: torch.Tensor) -> tuple:
-    """The same random size x size window of each image in every tensor: (b, c, h, w) each -> (b, c, size, size).
 
-    One window per image (drawn from torch's global generator), shared across the tensors, so an
-    image and its low-resolution condition stay aligned.
-    """
-    b, _, h, w = images[0].shape
-    windows = list(zip(torch.randint(0, h - size + 1, (b,)).tolist(), torch.randint(0, w - size + 1, (b,)).tolist()))
-    return tuple(torch.stack([x[i, :, top:top + size, left:left + size] for i, (top, left) in enumerate(windows)])
-                 for x in images)
+def _config_attribute(name: str) -> property:
+    """An attribute that reads and writes `self.config[name]`, so that `imagen.cond_drop_prob = 0.2`
+    changes what is trained and what is saved alike: the config is the one record."""
+    return property(lambda self: self.config[name], lambda self, value: self.config.__setitem__(name, value),
+                    doc=f"config[{name!r}]")
 
 
 class Imagen(nn.Module):
@@ -83,11 +87,16 @@ class Imagen(nn.Module):
     loss_type: 'l1', 'l2' or 'huber'; min_snr_gamma: min-SNR loss weighting (None = off).
     lowres_noise_schedule: schedule of the augmentation noise; lowres_sample_noise_level: its
         level when sampling.
+    auto_normalize_img: True (the default): images in and out are in [0, 1]. False: the caller
+        gives and gets [-1, 1] images, the model's own range (the original MinImagen's switch).
     random_crop_sizes: None, or one side per stage (None or 0 = whole images): a super-resolution
         stage then trains on random crops of that side of its image and condition, as Imagen's did.
         Its layers are convolutions, so it still samples whole images; a crop a quarter of the
         image makes a training step three to four times cheaper. The base stage never crops: it
         learns the layout of the whole picture.
+    sampling: the recommended sampling settings {"sampler", "steps", "cond_scale"} (one step count
+        and one guidance scale per stage) that `sample()` uses where its caller gives none;
+        default `default_sampling(timesteps)`.
     """
 
     def __init__(self, unets, *, image_sizes, text_encoder_name: str = t5.DEFAULT_T5_NAME,
@@ -95,8 +104,9 @@ class Imagen(nn.Module):
                  pred_objectives="eps", cond_drop_prob: float = 0.1, loss_type: str = "l2",
                  min_snr_gamma: float | None = None, lowres_noise_schedule: str = "linear",
                  lowres_sample_noise_level: float = 0.2, auto_normalize_img: bool = True, dynamic_thresholding=True,
-                 dynamic_thresholding_percentile: float = 0.9, dynamic_thresholding_max: float | None = None,
-                 only_train_unet_number: int | None = None, random_crop_sizes=None):
+                 dynamic_thresholding_percentile: float = DYNAMIC_PERCENTILE,
+                 dynamic_thresholding_max: float | None = None, only_train_unet_number: int | None = None,
+                 random_crop_sizes=None, sampling: dict | None = None):
         super().__init__()
         unets = [unets] if isinstance(unets, Unet) else list(unets)
         n = len(unets)
@@ -109,10 +119,10 @@ class Imagen(nn.Module):
             raise ValueError(f"cond_drop_prob must be in [0, 1], got {cond_drop_prob}")
         if text_embed_dim is None:
             text_embed_dim = t5.get_encoded_dim(text_encoder_name)
+        timesteps = _per_stage(timesteps, n, "timesteps")
         self.config = dict(
             image_sizes=image_sizes, text_encoder_name=str(text_encoder_name), text_embed_dim=text_embed_dim,
-            channels=channels, timesteps=_per_stage(timesteps, n, "timesteps"),
-            noise_schedules=_per_stage(noise_schedules, n, "noise_schedules"),
+            channels=channels, timesteps=timesteps, noise_schedules=_per_stage(noise_schedules, n, "noise_schedules"),
             pred_objectives=_per_stage(pred_objectives, n, "pred_objectives"), cond_drop_prob=cond_drop_prob,
             loss_type=loss_type, min_snr_gamma=min_snr_gamma, lowres_noise_schedule=lowres_noise_schedule,
             lowres_sample_noise_level=lowres_sample_noise_level, auto_normalize_img=auto_normalize_img,
@@ -120,16 +130,11 @@ class Imagen(nn.Module):
             dynamic_thresholding_percentile=dynamic_thresholding_percentile,
             dynamic_thresholding_max=dynamic_thresholding_max, only_train_unet_number=only_train_unet_number,
             random_crop_sizes=tuple(size or None for size in _per_stage(random_crop_sizes, n, "random_crop_sizes")),
+            sampling=self._check_sampling(default_sampling(timesteps) if sampling is None else sampling, timesteps),
         )
         for objective in self.config["pred_objectives"]:
             if objective not in OBJECTIVES:
                 raise ValueError(f"pred_objectives must be among {OBJECTIVES}, got {objective!r}")
-        self.image_sizes, self.channels = image_sizes, channels
-        self.text_encoder_name, self.text_embed_dim = str(text_encoder_name), text_embed_dim
-        self.cond_drop_prob, self.loss_type, self.min_snr_gamma = cond_drop_prob, loss_type, min_snr_gamma
-        self.lowres_sample_noise_level = lowres_sample_noise_level
-        self.auto_normalize_img = auto_normalize_img
-        self.only_train_unet_number = only_train_unet_number
 
         self.unets = nn.ModuleList(
             unet.cast(lowres_cond=i > 0, text_embed_dim=text_embed_dim) for i, unet in enumerate(unets)
@@ -144,12 +149,32 @@ class Imagen(nn.Module):
                                  f"stage, an int below its image size {size} divisible by its downsampling factor "
                                  f"{unet.downsample_factor}; got {crop!r}")
         self.noise_schedulers = nn.ModuleList(
-            GaussianDiffusion(name, steps)
-            for name, steps in zip(self.config["noise_schedules"], self.config["timesteps"])
+            GaussianDiffusion(name, steps) for name, steps in zip(self.config["noise_schedules"], timesteps)
         )
         self.lowres_noise_schedule = GaussianDiffusion(lowres_noise_schedule, 1000)
         # A buffer that follows .to(device), so the model knows where it lives.
         self.register_buffer("_device_tracker", torch.zeros(0), persistent=False)
+
+    @staticmethod
+    def _check_sampling(sampling, timesteps) -> dict:
+        """The recommended sampling settings, validated: {"sampler", "steps" (per stage), "cond_scale" (per stage)}."""
+        n = len(timesteps)
+        if not isinstance(sampling, dict) or set(sampling) != {"sampler", "steps", "cond_scale"}:
+            raise ValueError(f"sampling must be a dict with the keys sampler, steps and cond_scale, got {sampling!r}")
+        if sampling["sampler"] not in SAMPLERS:
+            raise ValueError(f"sampling['sampler'] must be one of {SAMPLERS}, got {sampling['sampler']!r}")
+        steps = list(_per_stage(sampling["steps"], n, "sampling['steps']"))
+        for t, s in zip(timesteps, steps):
+            sampling_timesteps(t, s)  # ValueError unless 1 <= s <= t
+        return {"sampler": sampling["sampler"], "steps": steps,
+                "cond_scale": [float(s) for s in _per_stage(sampling["cond_scale"], n, "sampling['cond_scale']")]}
+
+    image_sizes, channels = _config_attribute("image_sizes"), _config_attribute("channels")
+    text_encoder_name, text_embed_dim = _config_attribute("text_encoder_name"), _config_attribute("text_embed_dim")
+    cond_drop_prob, loss_type = _config_attribute("cond_drop_prob"), _config_attribute("loss_type")
+    min_snr_gamma, auto_normalize_img = _config_attribute("min_snr_gamma"), _config_attribute("auto_normalize_img")
+    lowres_sample_noise_level = _config_attribute("lowres_sample_noise_level")
+    only_train_unet_number = _config_attribute("only_train_unet_number")
 
     @property
     def device(self) -> torch.device:
@@ -158,12 +183,12 @@ class Imagen(nn.Module):
     # Inputs ------------------------------------------------------------------------------------
 
     def normalize(self, images):
-        """[0, 1] -> [-1, 1] (when auto_normalize_img)."""
-        return images * 2 - 1 if self.auto_normalize_img else images
+        """Images as the caller gives them ([0, 1]) -> the model's [-1, 1] (unchanged if not auto_normalize_img)."""
+        return normalize(images) if self.auto_normalize_img else images
 
     def unnormalize(self, images):
-        """[-1, 1] -> [0, 1] (when auto_normalize_img)."""
-        return (images + 1) / 2 if self.auto_normalize_img else images
+        """The model's [-1, 1] -> images as the caller gets them ([0, 1]; unchanged if not auto_normalize_img)."""
+        return unnormalize(images) if self.auto_normalize_img else images
 
     def _unet_index(self, unet_number) -> int:
         """1-based unet_number -> 0-based index, with the original's conventions and clear errors."""
@@ -210,7 +235,8 @@ class Imagen(nn.Module):
     def lowres_condition(self, lowres_images, size: int, noise_level, generator=None):
         """Noise conditioning augmentation.
 
-        lowres_images: (b, c, h, w) in [-1, 1], the previous stage's image (already normalised).
+        lowres_images: (b, c, h, w) in [-1, 1], the previous stage's image (already normalised:
+            the image is enlarged first, then noised, in training and sampling alike).
         noise_level: a float or (b,) tensor in [0, 1]; 0 = no noise.
         Returns (noised image (b, c, size, size), noise levels (b,)).
         """
@@ -222,12 +248,14 @@ class Imagen(nn.Module):
 
     # Training ----------------------------------------------------------------------------------
 
-    def forward(self, images, texts=None, text_embeds=None, text_masks=None, unet_number=None):
+    def forward(self, images, texts=None, text_embeds=None, text_masks=None, unet_number=None, *, unet=None):
         """The training loss (a scalar) of one U-Net.
 
         images: (b, channels, s, s) in [0, 1], s >= that stage's image size (resized down).
         texts: b captions, or text_embeds (b, n, d) and text_masks (b, n) precomputed.
         unet_number: 1-based; optional when there is one U-Net.
+        unet: the module to run for this stage instead of self.unets[unet_number - 1], e.g. that
+            U-Net wrapped for distributed training (it must wrap that same U-Net).
         """
         index = self._unet_index(unet_number)
         if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != self.channels:
@@ -241,7 +269,8 @@ class Imagen(nn.Module):
         b, device = images.shape[0], images.device
         text_embeds, text_masks = self.encode_text(texts, text_embeds, text_masks, batch_size=b, device=device)
 
-        unet, diffusion = self.unets[index], self.noise_schedulers[index]
+        unet = self.unets[index] if unet is None else unet
+        diffusion = self.noise_schedulers[index]
         objective = self.config["pred_objectives"][index]
         images = self.normalize(images)
         x_start = resize_image_to(images, size)
@@ -275,20 +304,26 @@ class Imagen(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def sample(self, texts=None, text_masks=None, text_embeds=None, cond_scale=1.0, lowres_sample_noise_level=None,
+    def sample(self, texts=None, text_masks=None, text_embeds=None, cond_scale=None, lowres_sample_noise_level=None,
                return_pil_images: bool = False, device=None, *, negative_texts=None, negative_text_embeds=None,
                negative_text_masks=None, seed: int | None = None, generator: torch.Generator | None = None,
-               sampler: str = "ddpm", steps=None, eta: float = 0.0, progress: bool = True, start_at_unet: int = 1,
-               stop_at_unet: int | None = None, lowres_images=None):
+               sampler: str | None = None, steps=None, eta: float = 0.0, progress: bool = True, start_at_unet: int = 1,
+               stop_at_unet: int | None = None, lowres_images=None, callback=None, return_all_stages: bool = False):
         """Generate images for captions.
 
         texts (or text_embeds/text_masks): b captions. cond_scale: guidance, one float or one per stage.
         negative_texts (or negative_text_embeds/masks): what the unconditional half is steered away from.
         seed or generator: same seed, same images. sampler: 'ddpm' (ancestral) or 'ddim'; steps: the
-        number of denoising steps (default each stage's timesteps), one int or one per stage; eta: DDIM noise.
+        number of denoising steps, one int or one per stage; eta: DDIM noise. cond_scale, sampler and
+        steps left as None take the model's recommended settings, `self.config["sampling"]`.
         start_at_unet / stop_at_unet (1-based): run part of the cascade; starting above 1 needs
         lowres_images (b, c, h, w) in [0, 1], the image the first stage run should enlarge.
-        Returns (b, c, s, s) in [0, 1] at stop_at_unet's size, or a list of PIL images.
+        callback: called after every denoising step as callback(stage, step, t, x_t, x0): stage the
+            1-based U-Net number, step the 0-based step of that stage, t the time the step left,
+            x_t (b, c, s, s) the noisy image the U-Net saw at t and x0 (b, c, s, s) in [-1, 1] its
+            thresholded prediction of the clean image (what the step moved towards).
+        Returns (b, c, s, s) in [0, 1] at stop_at_unet's size, or a list of PIL images; with
+        return_all_stages, a list of those, one per stage run (each stage's own output).
         """
         n = len(self.unets)
         stop_at_unet = n if stop_at_unet is None else stop_at_unet
@@ -297,6 +332,10 @@ class Imagen(nn.Module):
         if isinstance(stop_at_unet, bool) or not (isinstance(stop_at_unet, int) and start_at_unet <= stop_at_unet <= n):
             raise ValueError(f"stop_at_unet must be an integer from start_at_unet ({start_at_unet}) to {n}, "
                              f"got {stop_at_unet!r}")
+        recommended = self.config["sampling"]
+        sampler = recommended["sampler"] if sampler is None else sampler
+        steps = recommended["steps"] if steps is None else steps
+        cond_scale = recommended["cond_scale"] if cond_scale is None else cond_scale
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if start_at_unet > 1 and lowres_images is None:
@@ -330,20 +369,18 @@ class Imagen(nn.Module):
                                  f"got {tuple(lowres_images.shape)}")
             images = self.normalize(lowres_images.to(device).float())
 
+        outputs = []
         with self._eval_mode():
             for index in range(start_at_unet - 1, stop_at_unet):
                 images = self._sample_stage(index, images, text_embeds, text_masks, negative, cond_scales[index],
-                                            noise_level, generator, sampler, steps[index], eta, progress)
-        images = self.unnormalize(images.clamp(-1.0, 1.0))
+                                            noise_level, generator, sampler, steps[index], eta, progress, callback)
+                outputs.append(self.unnormalize(images.clamp(-1.0, 1.0)))
         if return_pil_images:
-            array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            from PIL import Image
-
-            return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in array]
-        return images
+            outputs = [to_pil(stage) for stage in outputs]
+        return outputs if return_all_stages else outputs[-1]
 
     def _sample_stage(self, index, previous, text_embeds, text_masks, negative, cond_scale, noise_level,
-                      generator, sampler, steps, eta, progress):
+                      generator, sampler, steps, eta, progress, callback):
         """Run one U-Net's reverse process. previous: (b, c, h, w) in [-1, 1] or None. Returns [-1, 1] images."""
         unet, diffusion, size = self.unets[index], self.noise_schedulers[index], self.image_sizes[index]
         b, device = text_embeds.shape[0], text_embeds.device
@@ -358,8 +395,9 @@ class Imagen(nn.Module):
         x = randn()
         plan = sampling_timesteps(diffusion.timesteps, steps)
         bar = tqdm(plan, desc=f"U-Net {index + 1}/{len(self.unets)} ({size}px)", disable=not progress, leave=False)
-        for t, s in bar:
+        for step, (t, s) in enumerate(bar):
             t_batch = torch.full((b,), t, device=device, dtype=torch.long)
+            x_t = x
             output = unet.forward_with_cond_scale(x, diffusion.time_to_tau(t_batch), cond_scale=cond_scale,
                                                   text_embeds=text_embeds, text_mask=text_masks, **negative, **lowres)
             x0 = diffusion.model_output_to_start(output, x, t_batch, objective)
@@ -376,19 +414,35 @@ class Imagen(nn.Module):
                 x = ddpm_step(x, x0, a_t, a_s, randn())
             else:
                 x = ddim_step(x, x0, a_t, a_s, randn() if eta > 0 else None, eta)
+            if callback is not None:
+                callback(stage=index + 1, step=step, t=t, x_t=x_t, x0=x0)
         return x
 
     # Save and load -----------------------------------------------------------------------------
 
-    def save_pretrained(self, directory, dtype: torch.dtype | None = None):
-        """Write `config.json` and `model.safetensors` into `directory` (see minimagen.checkpoint)."""
-        from .checkpoint import save_imagen
+    def model_config(self) -> dict:
+        """Everything needed to rebuild this cascade, as config.json holds it (see minimagen.checkpoint)."""
+        as_json = lambda config: {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        return {"format": "minimagen", "format_version": FORMAT_VERSION, "imagen": as_json(self.config),
+                "unets": [as_json(unet.config) for unet in self.unets]}
 
-        save_imagen(self, directory, dtype=dtype)
+    @classmethod
+    def from_config(cls, config: dict, source="config") -> "Imagen":
+        """A cascade with fresh weights from a config written by model_config."""
+        check_model_config(config, source)
+        return cls([Unet(**u) for u in config["unets"]], **config["imagen"])
+
+    def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> None:
+        """Write config.json and model.safetensors into `directory` (weights cast to `dtype` if given)."""
+        state = self.state_dict()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_model_folder(directory, self.model_config(), state)
 
     @classmethod
     def from_pretrained(cls, directory, device=None) -> "Imagen":
         """Load a model written by save_pretrained (float32, on `device`, in eval mode)."""
-        from .checkpoint import load_imagen
-
-        return load_imagen(directory, device=device)
+        config, state = load_model_folder(directory)
+        imagen = cls.from_config(config, source=str(Path(directory) / CONFIG_NAME))
+        load_weights(imagen, state, source=str(Path(directory) / WEIGHTS_NAME))
+        return imagen.to(device or "cpu").eval()

@@ -57,9 +57,6 @@ class Unet(nn.Module):
             memory_efficient=memory_efficient, attend_at_middle=attend_at_middle,
         )
         c = self.config
-        self.channels, self.lowres_cond, self.memory_efficient = channels, lowres_cond, memory_efficient
-        self.text_embed_dim = text_embed_dim
-        self.downsample_factor = 2 ** (levels if memory_efficient else levels - 1)
         cond_dim = cond_dim or dim
         time_cond_dim = dim * 4
         attn = dict(attn_heads=attn_heads, attn_dim_head=attn_dim_head)
@@ -122,6 +119,18 @@ class Unet(nn.Module):
         # Start as the zero function: early training is not thrown about by a random output.
         nn.init.zeros_(self.final_conv.weight)
         nn.init.zeros_(self.final_conv.bias)
+
+    # Read from the one config (a U-Net's design is fixed once built; `cast` makes another).
+    channels = property(lambda self: self.config["channels"])
+    lowres_cond = property(lambda self: self.config["lowres_cond"])
+    memory_efficient = property(lambda self: self.config["memory_efficient"])
+    text_embed_dim = property(lambda self: self.config["text_embed_dim"])
+
+    @property
+    def downsample_factor(self) -> int:
+        """How much the U-Net shrinks an image at its deepest level: its input side must divide by this."""
+        levels = len(self.config["dim_mults"])
+        return 2 ** (levels if self.memory_efficient else levels - 1)
 
     def cast(self, *, lowres_cond: bool, text_embed_dim: int) -> "Unet":
         """This U-Net if it already has these settings, else a fresh one of the same design that does."""

@@ -1,13 +1,16 @@
 """Saving and loading models: a JSON config with a format version, and safetensors weights.
 
 A model folder holds
-    config.json          {"format": "minimagen", "format_version": 1, "imagen": {...}, "unets": [{...}, ...]}
+    config.json          {"format": "minimagen", "format_version": 2, "imagen": {...}, "unets": [{...}, ...]}
     model.safetensors    every parameter, by its state-dict name
 Weights are never unpickled, so loading a folder from a stranger cannot run code. Each file is
 written atomically (to a temporary file in the same folder, then renamed), so a crash mid-save never
 leaves half a file. The two files share a random `save_id` (in the config and in the weights' metadata):
 a crash between the two renames leaves a pair that does not match, which loading reports instead of
 silently mixing old and new.
+
+This module is file formats only: it imports no model. `Imagen.save_pretrained` and
+`Imagen.from_pretrained` turn a cascade into these files and back.
 """
 
 import json
@@ -21,7 +24,8 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the recommended sampling settings ("sampling") to the Imagen config
+READABLE_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -89,55 +93,38 @@ def load_tensors(path, with_metadata: bool = False):
         raise CheckpointError(f"weights file {path} is corrupt or truncated ({err})") from err
 
 
-def model_config(imagen) -> dict:
-    """Everything needed to rebuild `imagen`, JSON-serialisable."""
-    return {
-        "format": "minimagen",
-        "format_version": FORMAT_VERSION,
-        "imagen": {k: list(v) if isinstance(v, tuple) else v for k, v in imagen.config.items()},
-        "unets": [{k: list(v) if isinstance(v, tuple) else v for k, v in u.config.items()} for u in imagen.unets],
-    }
-
-
-def build_from_config(config: dict, source="config"):
-    """An Imagen with fresh weights from a config written by model_config."""
-    from .Imagen import Imagen
-    from .Unet import Unet
-
-    if config.get("format") != "minimagen" or "format_version" not in config:
+def check_model_config(config, source="config") -> None:
+    """CheckpointError unless `config` is a model config this version reads (format_version 1 or 2;
+    version 1 folders predate the recommended sampling settings, which then take their defaults)."""
+    if not isinstance(config, dict) or config.get("format") != "minimagen" or "format_version" not in config:
         raise CheckpointError(f"{source} is not a MinImagen model config (no 'format': 'minimagen')")
     version = config["format_version"]
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{source} has format_version {version!r}; this MinImagen reads format_version "
-                              f"{FORMAT_VERSION}. Upgrade minimagen to load it.")
-    unets = [Unet(**u) for u in config["unets"]]
-    return Imagen(unets, **config["imagen"])
+                              f"{READABLE_VERSIONS[0]} to {FORMAT_VERSION}. Upgrade minimagen to load it.")
 
 
-def save_imagen(imagen, directory, dtype: torch.dtype | None = None) -> None:
-    """Write config.json and model.safetensors into `directory` (weights cast to `dtype` if given)."""
+def save_model_folder(directory, config: dict, state: dict) -> None:
+    """Write a model folder: `state` (name -> tensor) to model.safetensors, then `config` to config.json,
+    each atomically, both stamped with one new save_id."""
     directory = Path(directory)
-    state = imagen.state_dict()
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_id = uuid.uuid4().hex
     save_tensors(directory / WEIGHTS_NAME, state, metadata={"save_id": save_id})
-    write_json(directory / CONFIG_NAME, {**model_config(imagen), "save_id": save_id})
+    write_json(directory / CONFIG_NAME, {**config, "save_id": save_id})
 
 
-def load_imagen(directory, device=None):
-    """Rebuild the Imagen saved in `directory`, weights in float32, on `device`, in eval mode."""
+def load_model_folder(directory) -> tuple:
+    """(config, state) of a model folder, checked to come from one save; CheckpointError if unusable."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"model folder not found: {directory}")
     config = read_json(directory / CONFIG_NAME)
-    imagen = build_from_config(config, source=str(directory / CONFIG_NAME))
+    check_model_config(config, source=str(directory / CONFIG_NAME))
     state, metadata = load_tensors(directory / WEIGHTS_NAME, with_metadata=True)
     if config.get("save_id") != metadata.get("save_id"):
         raise CheckpointError(f"{directory}: config.json and model.safetensors come from different saves "
                               "(a save was interrupted?); save the model again")
-    load_weights(imagen, state, source=str(directory / WEIGHTS_NAME))
-    return imagen.to(device or "cpu").eval()
+    return config, state
 
 
 def load_weights(module: torch.nn.Module, state: dict, source="weights") -> None:

@@ -1,10 +1,9 @@
-"""Gaussian diffusion: forward noising, the true posterior, prediction targets and losses (notebook 02).
+"""Gaussian diffusion: forward noising, prediction targets and losses (notebook 02).
 
 Forward (one jump from the clean image, reparameterised):
     x_t = sqrt(alphas_cumprod_t) x_0 + sqrt(1 - alphas_cumprod_t) eps,      eps ~ N(0, I)
 
-The reverse process needs q(x_{t-1} | x_t, x_0), a Gaussian with
-    mean = posterior_mean_coef1_t x_0 + posterior_mean_coef2_t x_t,  variance = posterior_variance_t.
+The reverse process needs the posterior q(x_s | x_t, x_0) of a jump t -> s; samplers.py computes it.
 
 A network can be trained to predict any of three equivalent targets, converted by the identities
     x_0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)                     ('eps', as in DDPM and Imagen)
@@ -28,7 +27,7 @@ def extract(values: torch.Tensor, t: torch.Tensor, x_shape: torch.Size) -> torch
 
 
 class GaussianDiffusion(NoiseSchedule):
-    """A noise schedule plus the operations of the forward process and its posterior.
+    """A noise schedule plus the operations of the forward process, the targets and the loss.
 
     Times `t` are integer step indices (b,) in 0..T-1; images x are (b, c, h, w).
     """
@@ -57,16 +56,6 @@ class GaussianDiffusion(NoiseSchedule):
             noise = torch.randn_like(x_start)
         a = self.continuous_alphas_cumprod(tau).to(x_start.dtype).view(-1, *([1] * (x_start.ndim - 1)))
         return a.sqrt() * x_start + (1 - a).sqrt() * noise
-
-    def q_posterior(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
-        """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0); each broadcastable to x_t."""
-        mean = (
-            extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
-            + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
-        )
-        variance = extract(self.posterior_variance, t, x_t.shape)
-        log_variance = extract(self.posterior_log_variance_clipped, t, x_t.shape)
-        return mean, variance, log_variance
 
     # Conversions between eps, x0 and v --------------------------------------------------------
 

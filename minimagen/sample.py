@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError
-from .Imagen import Imagen, default_cond_scales
+from .Imagen import Imagen
+from .samplers import SAMPLERS
 from .utils import get_device, image_grid, save_images, slugify
 
 
@@ -72,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model folder (e.g. runs/shapes/model) or pretrained name (default: shapes)")
     parser.add_argument("--cond-scale", type=parse_cond_scales, default=None, metavar="S[,S...]",
                         help="classifier-free guidance scale: one for every stage, or one per stage "
-                             "(default 3 on the base, 1 on super-resolution stages)")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="sampler (default ddim)")
+                             "(default: the model's recommended scales, usually 3 on the base and 1 after)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None,
+                        help="sampler (default: the model's recommended one, usually ddim)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="denoising steps per stage (default 50, or the stage's timesteps if fewer)")
+                        help="denoising steps per stage (default: the model's recommended steps, usually 50)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images (default 0)")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--batch-size", type=int, default=16, help="images generated at once (default 16)")
@@ -98,10 +100,9 @@ def main(argv=None) -> int:
             raise ValueError(f"--lowres-noise-level must be in [0, 1], got {args.lowres_noise_level}")
         device = _parse_device(args.device) if args.device else get_device()
         imagen = load_model(args.model, device=device)
-        steps = args.steps if args.steps is not None else [min(50, t) for t in imagen.config["timesteps"]]
-        cond_scale = args.cond_scale or default_cond_scales(len(imagen.unets))
+        # Settings not given (None) take the model's recommended ones, stored in its config.json.
         images, captions = generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size,
-                                    cond_scale=cond_scale, sampler=args.sampler, steps=steps,
+                                    cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps,
                                     seed=args.seed, lowres_sample_noise_level=args.lowres_noise_level,
                                     progress=args.progress)
     except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:

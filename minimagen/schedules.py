@@ -92,8 +92,8 @@ class NoiseSchedule(nn.Module):
     """A discrete schedule of T steps and every quantity derived from it, as float32 buffers.
 
     Buffers (all of shape (T,)): betas, alphas, alphas_cumprod, alphas_cumprod_prev,
-    sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, posterior_variance,
-    posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2, snr.
+    sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, snr. (The posterior of a reverse step is
+    computed from alphas_cumprod by `samplers.posterior`, for any jump t -> s.)
     Everything is computed in float64 and stored in float32. The buffers are not saved in a
     state dict: they are a pure function of (name, timesteps).
     """
@@ -107,14 +107,6 @@ class NoiseSchedule(nn.Module):
         alphas_cumprod = torch.cumprod(alphas, dim=0)
         alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
 
-        # Posterior q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, posterior_variance).
-        posterior_variance = betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod)
-        posterior_mean_coef1 = betas * alphas_cumprod_prev.sqrt() / (1 - alphas_cumprod)
-        posterior_mean_coef2 = (1 - alphas_cumprod_prev) * alphas.sqrt() / (1 - alphas_cumprod)
-        # The variance is 0 at t = 0; clip its log to the next value so that it stays finite.
-        clipped = torch.cat([posterior_variance[1:2], posterior_variance[1:]]) if timesteps > 1 else betas
-        posterior_log_variance_clipped = clipped.clamp(min=1e-20).log()
-
         values = dict(
             betas=betas,
             alphas=alphas,
@@ -122,10 +114,6 @@ class NoiseSchedule(nn.Module):
             alphas_cumprod_prev=alphas_cumprod_prev,
             sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
             sqrt_one_minus_alphas_cumprod=(1 - alphas_cumprod).sqrt(),
-            posterior_variance=posterior_variance,
-            posterior_log_variance_clipped=posterior_log_variance_clipped,
-            posterior_mean_coef1=posterior_mean_coef1,
-            posterior_mean_coef2=posterior_mean_coef2,
             # Signal-to-noise ratio alpha_bar / (1 - alpha_bar): min-SNR loss weighting uses it.
             snr=alphas_cumprod / (1 - alphas_cumprod),
         )

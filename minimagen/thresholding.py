@@ -12,6 +12,10 @@ keeping its relative contrast:
 
 import torch
 
+# The percentile p of the original MinImagen, and of every model shipped here. (imagen-pytorch uses 0.95:
+# a higher p lets more of the image stay saturated before it is scaled back.)
+DYNAMIC_PERCENTILE = 0.9
+
 
 def static_threshold(x0: torch.Tensor) -> torch.Tensor:
     """Clamp each pixel to [-1, 1]. x0: (b, c, h, w), any range."""
@@ -19,7 +23,7 @@ def static_threshold(x0: torch.Tensor) -> torch.Tensor:
 
 
 def dynamic_threshold(
-    x0: torch.Tensor, percentile: float = 0.95, max_value: float | None = None
+    x0: torch.Tensor, percentile: float = DYNAMIC_PERCENTILE, max_value: float | None = None
 ) -> torch.Tensor:
     """Imagen's dynamic thresholding.
 

@@ -5,7 +5,7 @@
     grid = image_grid(images, captions, nrow=4)  # images (b, 3, h, w) in [0, 1] -> one PIL image
     paths = save_images(images, "out/", ["a.png", "b.png"])
 
-Model code never imports this module.
+Model code never imports this module; it uses minimagen.images for the image range.
 """
 
 import math
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from .images import to_pil
 
 # MPS (Apple GPUs) missed or mis-computed some of the ops we use in older PyTorch releases;
 # from 2.9 it runs the whole model, so only then is it picked automatically.
@@ -84,9 +86,7 @@ def to_pil_images(images) -> list:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be a (batch, 3, height, width) tensor in [0, 1], "
                              f"got shape {tuple(images.shape)}")
-        array = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        array = array.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).cpu().numpy()  # (b, h, w, 3)
-        return [Image.fromarray(a) for a in array]
+        return to_pil(images.expand(-1, 3, -1, -1))
     images = list(images)
     if not all(isinstance(im, Image.Image) for im in images):
         raise ValueError("images must be a tensor (batch, 3, height, width) in [0, 1] or a list of PIL images")

@@ -84,7 +84,7 @@ def test_folder_holds_a_versioned_json_config_and_safetensors_weights(saved):
     assert names == sorted([CONFIG_NAME, WEIGHTS_NAME]), "no temporary files are left behind"
     assert CONFIG_NAME == "config.json" and WEIGHTS_NAME == "model.safetensors"
     config = json.loads((folder / CONFIG_NAME).read_text())
-    assert config["format_version"] == FORMAT_VERSION == 1
+    assert config["format_version"] == FORMAT_VERSION == 2
     assert config["format"] == "minimagen"
     assert config["imagen"]["image_sizes"] == [16, 32]
     assert len(config["unets"]) == 2
@@ -185,6 +185,36 @@ def test_unknown_format_version_raises_checkpoint_error(saved):
     with pytest.raises(CheckpointError, match="format_version") as info:
         Imagen.from_pretrained(folder)
     assert "99" in str(info.value)
+
+
+def test_a_format_1_folder_loads_with_the_default_sampling_settings(saved):
+    """Folders saved before the recommended sampling settings existed (format_version 1, no "sampling")
+    keep loading, and sample with the defaults."""
+    imagen, folder = saved
+    path = folder / CONFIG_NAME
+    config = json.loads(path.read_text())
+    config["format_version"] = 1
+    del config["imagen"]["sampling"]
+    path.write_text(json.dumps(config))
+    loaded = Imagen.from_pretrained(folder)
+    assert loaded.config["sampling"] == {"sampler": "ddim", "steps": [4, 4], "cond_scale": [3.0, 1.0]}
+    assert torch.equal(loaded.state_dict()["unets.0.final_conv.weight"], imagen.state_dict()["unets.0.final_conv.weight"])
+
+
+def test_the_recommended_sampling_settings_are_saved_and_loaded(tmp_path):
+    sampling = {"sampler": "ddpm", "steps": [3, 2], "cond_scale": [5.0, 1.5]}
+    trained_looking_cascade(sampling=sampling).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["imagen"]["sampling"] == sampling
+    assert Imagen.from_pretrained(tmp_path).config["sampling"] == sampling
+
+
+def test_a_changed_setting_is_what_gets_saved(tmp_path):
+    """The config is the one record: setting an attribute changes what is trained and what is saved."""
+    imagen = trained_looking_cascade()
+    imagen.cond_drop_prob = 0.25
+    assert imagen.config["cond_drop_prob"] == 0.25
+    imagen.save_pretrained(tmp_path)
+    assert Imagen.from_pretrained(tmp_path).cond_drop_prob == 0.25
 
 
 def test_a_config_that_is_not_a_minimagen_config_raises_checkpoint_error(saved):

@@ -34,11 +34,6 @@ CAPTION_RE = re.compile(
 )
 
 
-def unit(image):
-    """Dataset image in [-1, 1] -> [0, 1], what score_image expects."""
-    return (image + 1) / 2
-
-
 # --------------------------------------------------------------------------------------------
 # Shapes
 
@@ -115,8 +110,8 @@ def test_shapes_include_rejects_invalid_triples():
 def test_shapes_images_are_float_3_by_size_in_range(size):
     image, _ = ShapesDataset(size=size)[0]
     assert image.shape == (3, size, size) and image.dtype == torch.float32
-    assert image.min() >= -1 and image.max() <= 1
-    assert image.min() < -0.5 and image.max() > 0.5  # uses the range, not a grey blur
+    assert image.min() >= 0 and image.max() <= 1
+    assert image.min() < 0.25 and image.max() > 0.75  # uses the range, not a grey blur
 
 
 def test_shapes_size_word_matches_drawn_size():
@@ -125,7 +120,7 @@ def test_shapes_size_word_matches_drawn_size():
     for i in range(len(ds)):
         image, caption = ds[i]
         _, shape, bg = parse_caption(caption)
-        bg_value = torch.tensor(COLOURS[bg]).view(3, 1, 1) / 127.5 - 1
+        bg_value = torch.tensor(COLOURS[bg]).view(3, 1, 1) / 255
         area = ((image - bg_value).abs().amax(0) > 0.3).sum().item()
         areas.setdefault((shape, caption.split()[1]), []).append(area)
     for shape in SHAPES:
@@ -155,13 +150,13 @@ def test_image_colours_are_the_captions():
     ds = ShapesDataset(size=32, length=100, seed=5)
     for i in range(len(ds)):
         image, caption = ds[i]
-        assert score_image(unit(image), caption)["joint_colour_ok"], caption
+        assert score_image(image, caption)["joint_colour_ok"], caption
 
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_scorer_accuracy_on_ground_truth(size):
     ds = ShapesDataset(size=size, length=300, seed=11, size_words=True)
-    scores = [score_image(unit(ds[i][0]), ds[i][1]) for i in range(len(ds))]
+    scores = [score_image(ds[i][0], ds[i][1]) for i in range(len(ds))]
     colour_acc = np.mean([s["joint_colour_ok"] for s in scores])
     shape_acc = np.mean([s["shape_ok"] for s in scores])
     assert colour_acc >= 0.98 and shape_acc >= 0.9, (colour_acc, shape_acc)
@@ -173,7 +168,7 @@ def test_scorer_flags_wrong_foreground_colour():
         image, caption = ds[i]
         fg, shape, bg = parse_caption(caption)
         wrong = next(c for c in COLOURS if c not in (fg, bg))
-        result = score_image(unit(image), f"a {wrong} {shape} on a {bg} background")
+        result = score_image(image, f"a {wrong} {shape} on a {bg} background")
         assert not result["fg_ok"] and not result["joint_colour_ok"] and result["bg_ok"]
 
 
@@ -183,10 +178,10 @@ def test_scorer_accepts_pil_images():
     assert result["fg"] == "green" and result["bg"] == "white" and result["shape"] == "square"
 
 
-def test_scorer_rejects_minus_one_to_one_range():
+def test_scorer_rejects_the_models_minus_one_to_one_range():
     image, caption = ShapesDataset(size=32)[0]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        score_image(image, caption)
+        score_image(image * 2 - 1, caption)
 
 
 def test_scorer_finds_no_foreground_in_flat_image():
@@ -218,7 +213,7 @@ def test_emoji_captions_are_lowercased_unicode_names(emoji):
 def test_emoji_images_are_not_blank(emoji):
     for i in (0, len(emoji) // 2, len(emoji) - 1):
         image, caption = emoji[i]
-        assert image.shape == (3, 32, 32) and image.min() >= -1 and image.max() <= 1
+        assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
         assert image.std() > 0.1, caption
         assert (image < 0.9).float().mean() > 0.05, caption  # not all white
 
@@ -254,7 +249,7 @@ def test_folder_reads_metadata_jsonl_captions(tmp_path):
     ds = ImageFolderDataset(tmp_path, size=16)
     assert sorted(ds.captions()) == ["a blue thing", "a red thing"]
     image, caption = ds[ds.captions().index("a red thing")]
-    assert image.shape == (3, 16, 16) and image[0].mean() > 0.9 and image[2].mean() < -0.9
+    assert image.shape == (3, 16, 16) and image[0].mean() > 0.95 and image[2].mean() < 0.05
 
 
 def test_folder_reads_txt_captions(tmp_path):
@@ -276,21 +271,21 @@ def test_folder_loads_any_mode_as_rgb_square(tmp_path, make):
     (tmp_path / "x.txt").write_text("something")
     image, _ = ImageFolderDataset(tmp_path, size=24)[0]
     assert image.shape == (3, 24, 24) and image.dtype == torch.float32
-    assert image.min() >= -1 and image.max() <= 1
+    assert image.min() >= 0 and image.max() <= 1
 
 
 def test_cmyk_jpeg_loads_as_rgb(tmp_path):
     _save(Image.new("CMYK", (30, 20), (0, 255, 255, 0)), tmp_path / "c.jpg")  # CMYK red
     (tmp_path / "c.txt").write_text("red")
     image, _ = ImageFolderDataset(tmp_path, size=8)[0]
-    assert image.shape == (3, 8, 8) and image[0].mean() > 0.8 and image[1].mean() < -0.8
+    assert image.shape == (3, 8, 8) and image[0].mean() > 0.9 and image[1].mean() < 0.1
 
 
 def test_16bit_greyscale_is_scaled_not_clipped():
     white = to_square_tensor(Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)), 8)
     mid = to_square_tensor(Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)), 8)
     assert torch.allclose(white, torch.ones_like(white))
-    assert mid.abs().max() < 0.02
+    assert (mid - 0.5).abs().max() < 0.01
 
 
 def test_transparent_pixels_become_white():
@@ -306,7 +301,7 @@ def test_exif_rotation_is_applied(tmp_path):
     path = _save(image, tmp_path / "r.png", exif=exif)
     with Image.open(path) as reloaded:
         x = to_square_tensor(reloaded, 20)
-    assert x[2, 0].mean() > 0.5 and x[0, -1].mean() > 0.5  # displayed: blue top, red bottom
+    assert x[2, 0].mean() > 0.75 and x[0, -1].mean() > 0.75  # displayed: blue top, red bottom
 
 
 def test_folder_centre_crops_instead_of_stretching(tmp_path):
@@ -315,7 +310,7 @@ def test_folder_centre_crops_instead_of_stretching(tmp_path):
     _save(wide, tmp_path / "w.png")
     (tmp_path / "w.txt").write_text("blue in the middle")
     image, _ = ImageFolderDataset(tmp_path, size=16)[0]
-    blue = (image[2] > 0.5) & (image[0] < -0.5)
+    blue = (image[2] > 0.75) & (image[0] < 0.25)
     assert blue.float().mean() > 0.9
 
 
@@ -373,7 +368,7 @@ def test_hf_dataset_custom_columns_and_undecoded_images(hf_images):
     ds = datasets.Dataset.from_dict({"pic": hf_images, "caption": ["r", "g", "b"]})
     ds = ds.cast_column("pic", datasets.Image(decode=False))  # rows hold {"bytes", "path"}
     image, caption = HFImageTextDataset(ds, image_column="pic", caption_column="caption", size=8)[0]
-    assert caption == "r" and image.shape == (3, 8, 8) and image[0].mean() > 0.5
+    assert caption == "r" and image.shape == (3, 8, 8) and image[0].mean() > 0.75
 
 
 def test_hf_missing_column_error_lists_columns(hf_images):

@@ -76,43 +76,45 @@ def test_sample_random_times_are_valid_step_indices(diffusion):
 # Posterior -----------------------------------------------------------------------------------
 
 
-def test_q_posterior_matches_the_gaussian_posterior_formula(diffusion):
+def test_posterior_of_one_step_matches_the_gaussian_posterior_formula():
+    """For the jump t -> t - 1, q(x_{t-1} | x_t, x0) has DDPM's mean and variance (Ho et al. eq. 6-7)."""
     torch.manual_seed(0)
-    x0, x_t = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    x0, x_t = torch.randn(5, 3, 4, 4).double(), torch.randn(5, 3, 4, 4).double()
     t = torch.tensor([0, 1, 50, 500, 999])
     betas, alphas_cumprod = exact_schedule()
     beta, ac = col(betas, t), col(alphas_cumprod, t)
     ac_prev = torch.where(t.view(-1, 1, 1, 1) > 0, col(alphas_cumprod, (t - 1).clamp(min=0)), 1.0)
-    expected_mean = (ac_prev.sqrt() * beta / (1 - ac)) * x0.double() + ((1 - beta).sqrt() * (1 - ac_prev) / (1 - ac)) * x_t.double()
+    expected_mean = (ac_prev.sqrt() * beta / (1 - ac)) * x0 + ((1 - beta).sqrt() * (1 - ac_prev) / (1 - ac)) * x_t
     expected_var = beta * (1 - ac_prev) / (1 - ac)
-    mean, var, log_var = diffusion.q_posterior(x0, x_t, t)
-    torch.testing.assert_close(mean.double(), expected_mean, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(var.double().expand_as(expected_var), expected_var, rtol=1e-4, atol=1e-9)
-    assert torch.isfinite(log_var).all()
+    mean, var = posterior(x_t, x0, ac.flatten(), ac_prev.flatten())
+    torch.testing.assert_close(mean, expected_mean, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(var.expand_as(expected_var), expected_var, rtol=1e-9, atol=1e-15)
 
 
-def test_posterior_marginalises_back_to_q_of_the_previous_step(diffusion):
-    """If x_t ~ q(x_t | x0), then x_{t-1} ~ q(x_{t-1} | x_t, x0) is distributed as q(x_{t-1} | x0):
-    coef1 + coef2 sqrt(a_t) = sqrt(a_{t-1}) and coef2^2 (1 - a_t) + var = 1 - a_{t-1}."""
-    c1, c2 = diffusion.posterior_mean_coef1.double(), diffusion.posterior_mean_coef2.double()
-    var, ac = diffusion.posterior_variance.double(), diffusion.alphas_cumprod.double()
-    ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
-    torch.testing.assert_close(c1 + c2 * ac.sqrt(), ac_prev.sqrt(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(c2**2 * (1 - ac) + var, 1 - ac_prev, rtol=1e-5, atol=1e-6)
-
-
-def test_q_posterior_equals_samplers_posterior_for_one_step_jumps(diffusion):
-    """samplers.posterior re-derives beta = 1 - a_t / a_s from its inputs; given float64 alphas it
-    agrees with the float32 buffers. (With float32 alphas, 1 - a_t / a_s loses about 3 digits where
-    beta ~ 4e-5, at t = 1 of the cosine schedule.)"""
+def test_posterior_at_the_first_step_is_the_clean_image():
+    """At t = 0 the previous 'noisy' image is x0 itself: the mean is x0 and the variance 0."""
     torch.manual_seed(0)
-    x0, x_t = torch.randn(4, 3, 4, 4), torch.randn(4, 3, 4, 4)
-    t = torch.tensor([1, 20, 600, 999])
-    mean, var, _ = diffusion.q_posterior(x0, x_t, t)
+    x0, x_t = torch.randn(2, 3, 4, 4).double(), torch.randn(2, 3, 4, 4).double()
     ac = exact_schedule()[1]
-    s_mean, s_var = posterior(x_t.double(), x0.double(), ac[t], ac[t - 1])
-    torch.testing.assert_close(s_mean.float(), mean, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(s_var.float().expand_as(var), var, rtol=1e-4, atol=1e-9)
+    mean, var = posterior(x_t, x0, ac[0], torch.ones((), dtype=torch.float64))
+    torch.testing.assert_close(mean, x0, rtol=1e-6, atol=1e-6)
+    assert var.item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("jump", (1, 7, 100))
+def test_posterior_marginalises_back_to_q_of_the_earlier_time(jump):
+    """If x_t ~ q(x_t | x0), then x_s ~ q(x_s | x_t, x0) is distributed as q(x_s | x0), for any jump
+    t -> s: coef_x0 + coef_xt sqrt(a_t) = sqrt(a_s) and coef_xt^2 (1 - a_t) + var = 1 - a_s. The
+    coefficients are read off posterior() by feeding it unit x0 and x_t."""
+    ac = exact_schedule()[1]
+    t = torch.arange(jump, 1000, 37)
+    a_t, a_s = ac[t], ac[t - jump]
+    ones, zeros = torch.ones(len(t), 1, 1, 1, dtype=torch.float64), torch.zeros(len(t), 1, 1, 1, dtype=torch.float64)
+    coef_x0 = posterior(zeros, ones, a_t, a_s)[0].flatten()
+    coef_xt, var = posterior(ones, zeros, a_t, a_s)
+    coef_xt, var = coef_xt.flatten(), var.flatten()
+    torch.testing.assert_close(coef_x0 + coef_xt * a_t.sqrt(), a_s.sqrt(), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(coef_xt**2 * (1 - a_t) + var, 1 - a_s, rtol=1e-9, atol=1e-12)
 
 
 # eps / x0 / v ---------------------------------------------------------------------------------
@@ -334,13 +336,13 @@ def test_ddim_step_follows_song_et_al_for_any_eta(eta):
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_ddpm_step_at_s_equal_t_minus_one_has_the_q_posterior_mean_and_variance():
+def test_ddpm_step_samples_the_posterior_mean_and_variance():
     diffusion = GaussianDiffusion("linear", 50)
     torch.manual_seed(0)
     x0, x_t = torch.rand(3, 3, 8, 8) * 2 - 1, torch.randn(3, 3, 8, 8)
     t = torch.tensor([1, 25, 49])
-    mean, var, _ = diffusion.q_posterior(x0, x_t, t)
     a_t, a_s = diffusion.alphas_cumprod[t], diffusion.alphas_cumprod[t - 1]
+    mean, var = posterior(x_t, x0, a_t, a_s)
     torch.testing.assert_close(ddpm_step(x_t, x0, a_t, a_s, torch.zeros_like(x_t)), mean, rtol=1e-4, atol=1e-5)
     noise = torch.randn_like(x_t)
     torch.testing.assert_close(ddpm_step(x_t, x0, a_t, a_s, noise), mean + var.sqrt() * noise, rtol=1e-4, atol=1e-4)

@@ -296,6 +296,80 @@ def test_stop_at_unet_one_gives_base_size_images():
     assert out.shape == (2, 3, 16, 16)
 
 
+def test_the_callback_sees_every_step_of_every_stage():
+    imagen = cascade(timesteps=(5, 4))
+    calls = []
+    imagen.sample(text_embeds=embeds(), sampler="ddim", steps=(5, 3), seed=0, progress=False,
+                  callback=lambda **info: calls.append(info))
+    assert [(c["stage"], c["step"], c["t"]) for c in calls] == [(1, 0, 4), (1, 1, 3), (1, 2, 2), (1, 3, 1), (1, 4, 0),
+                                                              (2, 0, 3), (2, 1, 2), (2, 2, 0)]
+    assert calls[0]["x_t"].shape == calls[0]["x0"].shape == (2, 3, 16, 16)
+    assert calls[-1]["x0"].shape == (2, 3, 32, 32) and calls[-1]["x0"].abs().max() <= 1
+
+
+def test_the_last_callback_holds_the_stage_output():
+    imagen = cascade()
+    last = {}
+    out = imagen.sample(text_embeds=embeds(), seed=0, progress=False, callback=lambda **info: last.update(info))
+    torch.testing.assert_close((last["x0"] + 1) / 2, out)
+
+
+def test_return_all_stages_gives_each_stage_output_and_changes_nothing():
+    imagen = cascade()
+    base, final = imagen.sample(text_embeds=embeds(), seed=0, progress=False, return_all_stages=True)
+    assert base.shape == (2, 3, 16, 16) and final.shape == (2, 3, 32, 32)
+    assert torch.equal(final, imagen.sample(text_embeds=embeds(), seed=0, progress=False))
+    assert torch.equal(base, imagen.sample(text_embeds=embeds(), seed=0, progress=False, stop_at_unet=1))
+
+
+def test_sample_uses_the_recommended_settings_for_what_the_caller_leaves_out():
+    imagen = cascade(timesteps=20, sampling={"sampler": "ddpm", "steps": 4, "cond_scale": (2.0, 1.0)})
+    calls = []
+    imagen.sample(text_embeds=embeds(), seed=0, progress=False, callback=lambda **info: calls.append(info))
+    assert len(calls) == 8
+    explicit = imagen.sample(text_embeds=embeds(), sampler="ddpm", steps=4, cond_scale=(2.0, 1.0), seed=0,
+                             progress=False)
+    assert torch.equal(explicit, imagen.sample(text_embeds=embeds(), seed=0, progress=False))
+
+
+def test_the_default_recommended_settings_are_ddim_50_guided_on_the_base():
+    assert cascade(timesteps=(1000, 30)).config["sampling"] == {"sampler": "ddim", "steps": [50, 30],
+                                                                "cond_scale": [3.0, 1.0]}
+
+
+@pytest.mark.parametrize("sampling,match", [
+    ({"sampler": "euler", "steps": 2, "cond_scale": 1}, "sampler"),
+    ({"sampler": "ddim", "steps": 9, "cond_scale": 1}, "steps"),
+    ({"sampler": "ddim", "steps": 2}, "keys"),
+])
+def test_bad_recommended_sampling_settings_raise_value_error(sampling, match):
+    with pytest.raises(ValueError, match=match):
+        cascade(sampling=sampling)
+
+
+def test_forward_runs_the_unet_it_is_given_for_its_stage():
+    imagen = cascade()
+    ran = []
+    wrapper = lambda *args, **kwargs: ran.append(True) or imagen.unets[0](*args, **kwargs)
+    torch.manual_seed(0)
+    given = imagen(images(size=16), text_embeds=embeds(), unet_number=1, unet=wrapper)
+    torch.manual_seed(0)
+    plain = imagen(images(size=16), text_embeds=embeds(), unet_number=1)
+    assert ran and torch.equal(given, plain)
+
+
+def test_without_auto_normalize_images_go_in_and_come_out_in_minus_one_to_one():
+    imagen = cascade(auto_normalize_img=False)
+    out = imagen.sample(text_embeds=embeds(), seed=0, progress=False)
+    assert out.min() < 0 and out.min() >= -1 and out.max() <= 1
+    normalizing = cascade()
+    torch.manual_seed(0)
+    loss = imagen(images(size=16) * 2 - 1, text_embeds=embeds(), unet_number=1)
+    torch.manual_seed(0)
+    same = normalizing(images(size=16), text_embeds=embeds(), unet_number=1)
+    torch.testing.assert_close(loss, same)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(start_at_unet=3), "start_at_unet"),
     (dict(start_at_unet=0), "start_at_unet"),

@@ -2,7 +2,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -59,20 +61,21 @@ def test_sample_cli_writes_one_png_per_image_and_a_grid(trained, tmp_path, capsy
     assert (again / "3_a-green-square.png").read_bytes() == (out / "3_a-green-square.png").read_bytes()
 
 
-def test_sample_cli_guides_the_base_only_by_default(trained, tmp_path, monkeypatch):
-    seen = []
-    real = Imagen.sample
+def _picture(folder):
+    return np.asarray(Image.open(next(Path(folder).glob("0_*.png"))))
 
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs["cond_scale"])
-        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Imagen, "sample", spy)
-    common = ["--model", str(trained / "model"), "a red circle on a blue background", "--steps", "2", "--no-progress"]
-    assert sample_main([*common, "--out", str(tmp_path / "a")]) == 0
-    assert sample_main([*common, "--cond-scale", "5,2", "--out", str(tmp_path / "b")]) == 0
-    assert sample_main([*common, "--cond-scale", "4", "--out", str(tmp_path / "c")]) == 0
-    assert seen == [(3.0, 1.0), (5.0, 2.0), (4.0,)]
+def test_sample_cli_uses_the_models_recommended_settings_for_what_it_is_not_told(trained, tmp_path):
+    """The model folder's config["sampling"] fills in --cond-scale and --sampler when they are not given."""
+    model = Imagen.from_pretrained(trained / "model")
+    model.config["sampling"]["cond_scale"] = [5.0, 2.0]
+    model.save_pretrained(tmp_path / "model")
+    common = ["--model", str(tmp_path / "model"), "a red circle on a blue background", "--steps", "2", "--no-progress"]
+    assert sample_main([*common, "--out", str(tmp_path / "default")]) == 0
+    assert sample_main([*common, "--cond-scale", "5,2", "--sampler", "ddim", "--out", str(tmp_path / "same")]) == 0
+    assert sample_main([*common, "--cond-scale", "3,1", "--out", str(tmp_path / "other")]) == 0
+    assert np.array_equal(_picture(tmp_path / "default"), _picture(tmp_path / "same"))
+    assert not np.array_equal(_picture(tmp_path / "default"), _picture(tmp_path / "other"))
 
 
 def test_sample_cli_refuses_a_cond_scale_that_is_not_numbers(capsys):

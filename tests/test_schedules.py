@@ -123,43 +123,20 @@ def test_linear_and_cosine_differ():
 
 @pytest.mark.parametrize("timesteps", (2, 10, 1000))
 @pytest.mark.parametrize("name", NAMES)
-def test_posterior_coefficients_match_their_formulas(name, timesteps):
+def test_derived_buffers_match_their_formulas(name, timesteps):
     schedule = NoiseSchedule(name, timesteps)
     b = beta_schedule(name, timesteps)
-    a = 1 - b
-    ac = torch.cumprod(a, 0)
-    ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    ac = torch.cumprod(1 - b, 0)
     expected = dict(
-        alphas_cumprod_prev=ac_prev,
+        alphas_cumprod_prev=torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]]),
         sqrt_alphas_cumprod=ac.sqrt(),
         sqrt_one_minus_alphas_cumprod=(1 - ac).sqrt(),
-        posterior_variance=b * (1 - ac_prev) / (1 - ac),
-        posterior_mean_coef1=b * ac_prev.sqrt() / (1 - ac),
-        posterior_mean_coef2=(1 - ac_prev) * a.sqrt() / (1 - ac),
+        snr=ac / (1 - ac),
     )
     for key, value in expected.items():
         buffer = getattr(schedule, key)
         assert buffer.dtype == torch.float32, key
         torch.testing.assert_close(buffer.double(), value, rtol=1e-5, atol=1e-12, msg=key)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_posterior_at_first_step_is_the_clean_image(name):
-    """At t = 0 the previous 'noisy' image is x0 itself: coef1 = 1, coef2 = 0, variance 0."""
-    schedule = NoiseSchedule(name, 100)
-    assert schedule.posterior_mean_coef1[0].item() == pytest.approx(1.0, abs=1e-6)
-    assert schedule.posterior_mean_coef2[0].item() == pytest.approx(0.0, abs=1e-6)
-    assert schedule.posterior_variance[0].item() == pytest.approx(0.0, abs=1e-9)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_posterior_log_variance_is_clipped_at_the_first_step(name):
-    schedule = NoiseSchedule(name, 100)
-    log_var = schedule.posterior_log_variance_clipped.double()
-    var = schedule.posterior_variance.double()
-    assert torch.isfinite(log_var).all()
-    torch.testing.assert_close(log_var[1:], var[1:].log(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(log_var[0], var[1].log(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("timesteps", (10, 1000))

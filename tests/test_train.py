@@ -163,7 +163,7 @@ def test_failed_checkpoint_write_leaves_the_old_one_intact(tmp_path, cache_dir, 
             f.write(b"half a checkpoint")
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(train_module, "save_file", dies_mid_write)
+    monkeypatch.setattr("minimagen.train.state.save_file", dies_mid_write)
     with pytest.raises(OSError, match="disk full"):
         fit(resolve_config(dict(out_dir=str(out), resume=True, steps=(4, 0))))
     assert path.read_bytes() == before
@@ -187,7 +187,7 @@ def test_grad_accumulation_matches_a_plain_loop(tmp_path, cache_dir, accum):
             batch = next(batches)
             ref._reseed(1, micro)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ref.precision == "bf16"):  # as the trainer
-                loss = ref.imagen((batch["images"] + 1) / 2, text_embeds=batch["text_embeds"],
+                loss = ref.imagen(batch["images"], text_embeds=batch["text_embeds"],
                                   text_masks=batch["text_masks"], unet_number=1)
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
@@ -274,8 +274,9 @@ def test_bad_flags_are_usage_errors(argv, capsys):
 def test_sample_grids_guide_the_base_only_unless_told_otherwise(tmp_path, cache_dir, monkeypatch, setting, expected):
     seen, real = [], Imagen.sample
 
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs["cond_scale"])
+    def spy(self, *args, **kwargs):  # the scale sample() will use: None means the model's recommended ones
+        scales = kwargs["cond_scale"]
+        seen.append(tuple(self.config["sampling"]["cond_scale"]) if scales is None else scales)
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Imagen, "sample", spy)
@@ -407,13 +408,13 @@ def test_trainer_optimizer_takes_the_same_steps_as_plain_adamw():
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "no")])
 def test_auto_precision_on_the_cpu_is_bf16_only_with_bf16_instructions(monkeypatch, native, expected):
-    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: native)
+    monkeypatch.setattr("minimagen.train.build.cpu_has_fast_bf16", lambda: native)
     assert resolve_precision("auto", torch.device("cpu")) == expected
     assert resolve_precision("no", torch.device("cpu")) == "no"
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_naming_the_setting(monkeypatch):
-    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("minimagen.train.build.cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ValueError, match=r"precision='bf16'.*AMX or AVX512-BF16.*use precision 'no'"):
         resolve_precision("bf16", torch.device("cpu"))
 

@@ -1,5 +1,5 @@
 """Datasets for MinImagen. Every dataset yields (image, caption): image a float tensor
-(3, size, size) in [-1, 1], caption a str.
+(3, size, size) in [0, 1], caption a str.
 
 Datasets
     ShapesDataset, held_out_dataset   coloured shapes drawn on the fly (shapes.py)
@@ -12,7 +12,7 @@ Shapes helpers
 Text embeddings
     TextEmbeddingCache, TextImageCollator (cache.py)
 Transforms
-    to_square_tensor: any PIL image -> (3, size, size) in [-1, 1], centre-cropped (transforms.py)
+    to_square_tensor: any PIL image -> (3, size, size) in [0, 1], centre-cropped (transforms.py)
 
 Model code never imports this package.
 """
@@ -20,6 +20,7 @@ from .cache import TextEmbeddingCache, TextImageCollator
 from .emoji import EmojiDataset, find_emoji_font
 from .folder import ImageFolderDataset
 from .hf import HFImageTextDataset, HFIterableImageTextDataset
+from .order import StepSampler, collate_images_and_texts, mix_seed
 from .shapes import (
     COLOURS,
     HELD_OUT,

@@ -2,7 +2,7 @@
 
 A few thousand small, colourful, varied pictures with short captions ("red apple", "sailboat"):
 a step up from shapes that still needs no download beyond a system font package. Item i ->
-(image (3, size, size) float in [-1, 1], caption str).
+(image (3, size, size) float in [0, 1], caption str).
 
 Noto Color Emoji is a bitmap (CBDT) font: its glyphs are 136x128 PNGs, so FreeType only loads it
 at the one size they were drawn for (109 px) and Pillow must be told to draw the colour bitmap
@@ -124,7 +124,7 @@ def render_emoji(cp, font_path, margin=0.06):
 
 
 class EmojiDataset(torch.utils.data.Dataset):
-    """Emoji on white; item i -> (image (3, size, size) float in [-1, 1], caption str).
+    """Emoji on white; item i -> (image (3, size, size) float in [0, 1], caption str).
 
     font_path: NotoColorEmoji.ttf; found automatically when None. include_names: optional list of
     captions ("red apple", ...) to keep only those emoji; ValueError lists any not found.

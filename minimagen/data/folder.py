@@ -1,4 +1,4 @@
-"""A folder of your own images with captions; item i -> (image (3, size, size) in [-1, 1], caption).
+"""A folder of your own images with captions; item i -> (image (3, size, size) in [0, 1], caption).
 
 Captions come from either (or both; metadata wins):
 

@@ -3,7 +3,7 @@
     HFImageTextDataset(ds, ...)          for a map-style `datasets.Dataset` (random access)
     HFIterableImageTextDataset(ds, ...)  for a streamed `datasets.IterableDataset`
 
-Both give (image (3, size, size) float in [-1, 1], caption str), with images made square exactly
+Both give (image (3, size, size) float in [0, 1], caption str), with images made square exactly
 as ImageFolderDataset does (`to_square_tensor`). The image column may hold PIL images (what a
 `datasets.Image` feature decodes to), dicts with "bytes" or "path" (an undecoded Image feature),
 file paths or arrays (h, w[, c]) of uint8. A caption column holding a list of captions (as in
@@ -54,7 +54,7 @@ def _check_columns(column_names, image_column, caption_column):
 
 
 class HFImageTextDataset(torch.utils.data.Dataset):
-    """Map-style wrapper of a `datasets.Dataset`; item i -> (image (3, s, s) in [-1, 1], str)."""
+    """Map-style wrapper of a `datasets.Dataset`; item i -> (image (3, s, s) in [0, 1], str)."""
 
     def __init__(self, dataset, image_column="image", caption_column="text", size=64):
         import datasets  # only needed by this module; keeps `import minimagen.data` light

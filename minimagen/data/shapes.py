@@ -124,7 +124,7 @@ def render_shape(fg, shape, bg, size, cx, cy, r):
 
 
 class ShapesDataset(torch.utils.data.Dataset):
-    """Procedurally drawn shapes; item i -> (image (3, size, size) float in [-1, 1], caption str).
+    """Procedurally drawn shapes; item i -> (image (3, size, size) float in [0, 1], caption str).
 
     Reproducible: item i depends only on (seed, i), through its own random.Random, so the data is
     the same in every process and DataLoader worker. Combinations in `exclude` (default HELD_OUT)
@@ -209,8 +209,8 @@ def _as_pixels(image):
         x = image.detach().float().cpu()
         if x.min() < -0.05:
             raise ValueError(
-                f"score_image expects image values in [0, 1] (as sample() returns); got min "
-                f"{x.min().item():.2f}. For a dataset image in [-1, 1] pass (image + 1) / 2"
+                f"score_image expects image values in [0, 1] (as data sets give and sample() returns); "
+                f"got min {x.min().item():.2f}. For an image in the model's [-1, 1] pass (image + 1) / 2"
             )
         return x.clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64) * 255.0
     raise ValueError(f"image must be a PIL image or a tensor (3, h, w) in [0, 1]; got "

@@ -1,4 +1,4 @@
-"""One image transform shared by every dataset: any PIL image -> (3, size, size) tensor in [-1, 1].
+"""One image transform shared by every dataset: any PIL image -> (3, size, size) tensor in [0, 1].
 
 The folder, Hugging Face and emoji datasets all go through `to_square_tensor`, so the same photo
 gives the same tensor whichever way it was loaded. Steps:
@@ -9,7 +9,7 @@ gives the same tensor whichever way it was loaded. Steps:
 3. crop the largest centred square (never stretch: a stretched circle is an ellipse, and the
    model would learn that);
 4. resize to `size` with LANCZOS, which antialiases when shrinking;
-5. map bytes 0..255 to floats in [-1, 1], the range the model works in (see CONTRIBUTING.md).
+5. map bytes 0..255 to floats in [0, 1], the range `Imagen.forward` takes (see minimagen/images.py).
 """
 import numpy as np
 import torch
@@ -56,13 +56,13 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image (h, w) -> float32 tensor (3, h, w) in [-1, 1]."""
+    """8-bit RGB PIL image (h, w) -> float32 tensor (3, h, w) in [0, 1]."""
     pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # (h, w, 3), a writable copy
-    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
 
 
 def to_square_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """Any PIL image -> float32 tensor (3, size, size) in [-1, 1]: RGB, centre-cropped, resized."""
+    """Any PIL image -> float32 tensor (3, size, size) in [0, 1]: RGB, centre-cropped, resized."""
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int (pixels per side), got {size!r}")
     return to_tensor(center_crop_resize(to_rgb(image), size))

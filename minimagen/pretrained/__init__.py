@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_imagen
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from ..Imagen import Imagen
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 TRAIN_COMMANDS = {"shapes": "minimagen-train --preset shapes --out runs/shapes",
@@ -47,13 +48,13 @@ def path_of(name: str) -> Path:
 
 def load_pretrained(name: str = "shapes", device=None):
     """The pretrained Imagen `name` (weights stored in float16, loaded as float32), on `device`, in eval mode."""
-    return load_imagen(path_of(name), device=device)
+    return Imagen.from_pretrained(path_of(name), device=device)
 
 
 def export(model_dir, name: str, dest=None) -> Path:
     """Copy a trained model folder (e.g. runs/shapes/model) into the package as `name`, weights in float16."""
     dest = Path(dest) if dest is not None else PRETRAINED_DIR / name
-    imagen = load_imagen(model_dir)
+    imagen = Imagen.from_pretrained(model_dir)
     imagen.save_pretrained(dest, dtype=torch.float16)
     return dest
 
