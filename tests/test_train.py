@@ -337,6 +337,26 @@ def test_a_saved_config_from_before_random_crops_resumes_on_whole_images():
     assert TrainConfig.from_preset("shapes").random_crop_sizes == (0, 32)
 
 
+def test_the_model_carries_the_runs_recommended_guidance_and_lowres_noise_level(tmp_path, cache_dir):
+    fit(tiny(tmp_path, cache_dir, steps=(1, 1), cond_scale=(4.0, 2.0), lowres_sample_noise_level=0.3))
+    model = Imagen.from_pretrained(tmp_path / "model")
+    assert model.config["sampling"]["cond_scale"] == [4.0, 2.0] and model.lowres_sample_noise_level == 0.3
+
+
+def test_a_saved_config_from_before_recommended_guidance_resumes_with_what_its_model_had():
+    saved = TrainConfig.from_preset("shapes").to_dict()
+    del saved["cond_scale"], saved["lowres_sample_noise_level"]  # what runs saved before the fields existed hold
+    old = TrainConfig.from_dict(saved)
+    assert old.cond_scale == (3.0, 1.0) and old.lowres_sample_noise_level == 0.2
+
+
+@pytest.mark.parametrize("field, value", [("cond_scale", (3.0,)), ("cond_scale", (3.0, "1")),
+                                          ("lowres_sample_noise_level", 1.5)])
+def test_bad_recommended_sampling_settings_are_refused_naming_them(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig.from_preset("shapes", **{field: value}).validate()
+
+
 def test_step_sampler_is_a_pure_function_of_position():
     whole = list(StepSampler(10, seed=3, start=0, count=35))
     assert sorted(whole[:10]) == list(range(10)) and whole[:10] != whole[10:20]  # epochs are reshuffled
@@ -345,7 +365,7 @@ def test_step_sampler_is_a_pure_function_of_position():
 
 
 def test_config_presets_and_cli_types():
-    assert TrainConfig().unets == ("SmallBase", "SmallSuper") and TrainConfig().image_sizes == (32, 64)
+    assert TrainConfig().unets == ("SmallBase", "SmallSuper") and TrainConfig().image_sizes == (16, 64)
     config = resolve_config(dict(preset="tiny", steps=(7,), sample_captions=("a", "b")))
     assert config.out_dir.endswith("tiny") and config.target_steps() == [7, 7]
     parser = train_module.build_parser()

@@ -6,7 +6,7 @@ import math
 import torch
 
 from .. import t5
-from ..Imagen import Imagen
+from ..Imagen import Imagen, default_sampling
 from ..Unet import PRESETS as UNET_PRESETS
 from ..utils import cpu_has_fast_bf16
 
@@ -17,11 +17,14 @@ def build_imagen(config) -> Imagen:
     for i, name in enumerate(config.unets):
         kwargs = {"dim": config.unet_dims[i]} if config.unet_dims else {}
         unets.append(UNET_PRESETS[name](**kwargs))
+    timesteps = (config.timesteps,) * len(unets)
+    sampling = {**default_sampling(timesteps), "cond_scale": list(config.cond_scale)}  # what sample() will use
     return Imagen(unets, image_sizes=config.image_sizes, text_encoder_name=config.text_encoder,
                   text_embed_dim=t5.get_encoded_dim(config.text_encoder), timesteps=config.timesteps,
                   noise_schedules=config.noise_schedule, pred_objectives=config.pred_objective,
                   cond_drop_prob=config.cond_drop_prob, loss_type=config.loss_type,
-                  min_snr_gamma=config.min_snr_gamma, random_crop_sizes=config.random_crop_sizes)
+                  min_snr_gamma=config.min_snr_gamma, random_crop_sizes=config.random_crop_sizes,
+                  lowres_sample_noise_level=config.lowres_sample_noise_level, sampling=sampling)
 
 
 def make_optimizer(unet: torch.nn.Module, config) -> torch.optim.AdamW:

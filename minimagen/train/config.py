@@ -25,21 +25,25 @@ DATA_KINDS = ("shapes", "emoji", "folder:PATH", "hf:PATH_OR_NAME")
 
 # Presets: field values on top of the TrainConfig defaults (which are the shapes preset).
 PRESETS = {
-    # SmallBase (2.8M parameters, 32 px) + SmallSuper (0.7M, 32 -> 64 px) on coloured shapes:
+    # SmallBase (2.8M parameters, 16 px) + SmallSuper (0.7M, 16 -> 64 px) on coloured shapes:
     # meant to train on a 2-core CPU in about 15 minutes (pass --time-limit 14 to guarantee it).
     "shapes": dict(),
     # The same networks on every emoji of the Noto Color Emoji font (1,262 in Debian 12's), about 10 minutes on a
     # 2-core CPU. The 64 px stage trains on 32 px crops as in shapes: 400 steps on whole images left its samples
     # grainy (benchmarks/super_resolution.py: grain 0.12 against the base's 0.02); 1,500 on crops do not (0.02).
-    "emoji": dict(data="emoji", steps=(1200, 1500), sample_every=500, checkpoint_every=500),
+    # Emoji carry detail a 16 px base cannot hold: a 32 px base, with the settings it was tuned with.
+    "emoji": dict(data="emoji", image_sizes=(32, 64), lr=1e-3, cond_scale=(3.0, 1.0), lowres_sample_noise_level=0.2,
+                  steps=(1200, 1500), sample_every=500, checkpoint_every=500),
     # The original MinImagen's Base (1.6B) and Super (0.7B) U-Nets and its training settings
     # (t5_base, lr 1e-4, cond_drop_prob 0.15), for a GPU.
-    "original": dict(unets=("Base", "Super"), text_encoder="t5_base", random_crop_sizes=None, batch_size=4, lr=1e-4,
+    "original": dict(unets=("Base", "Super"), text_encoder="t5_base", image_sizes=(32, 64), random_crop_sizes=None,
+                     cond_scale=(3.0, 1.0), lowres_sample_noise_level=0.2, batch_size=4, lr=1e-4,
                      cond_drop_prob=0.15,
                      steps=(50_000, 50_000), warmup_steps=1000, ema_decay=0.9999, ema_start=1000, lr_schedule="constant",
                      sample_every=2000, checkpoint_every=2000, sample_steps=100),
     # The original's test U-Nets at 16 -> 32 px: a whole run takes seconds (tests, smoke checks).
     "tiny": dict(unets=("BaseTest", "SuperTest"), image_sizes=(16, 32), random_crop_sizes=None, timesteps=100,
+                 lr=1e-3, cond_scale=(3.0, 1.0), lowres_sample_noise_level=0.2,
                  batch_size=4, steps=(4, 4),
                  data_size=64, warmup_steps=2, ema_start=0, ema_decay=0.9, log_every=1, sample_every=0,
                  checkpoint_every=0, sample_steps=4),
@@ -69,7 +73,9 @@ class TrainConfig:
     unets: tuple = _f(("SmallBase", "SmallSuper"), "U-Net classes from minimagen.Unet, base first: "
                                                     + ",".join(UNET_PRESETS))
     unet_dims: tuple | None = _f(None, "override each U-Net's width `dim` (one per U-Net); default: the class's")
-    image_sizes: tuple = _f((32, 64), "output side of each stage, in pixels")
+    # A 16 px base: a step costs half a 32 px one, and the base learns the asked shape in ~3,000-4,500 steps
+    # instead of painting blobs (benchmarks/README.md, "Drawing the asked shape").
+    image_sizes: tuple = _f((16, 64), "output side of each stage, in pixels")
     text_encoder: str = _f("minilm", "text encoder name (minilm works offline; t5_small, t5_base, ... need the hub)")
     timesteps: int = _f(1000, "diffusion steps T of every stage")
     noise_schedule: str = _f("cosine", "beta schedule: " + _or(SCHEDULES))
@@ -83,6 +89,11 @@ class TrainConfig:
     cond_drop_prob: float = _f(0.1, "chance of dropping the caption in training (for classifier-free guidance)")
     loss_type: str = _f("l2", _or(LOSS_TYPES))
     min_snr_gamma: float | None = _f(None, "min-SNR loss weighting gamma (e.g. 5); off when not given")
+    cond_scale: tuple = _f((5.0, 1.0), "the guidance scale the model recommends for sampling, one per U-Net (saved in "
+                                       "its config.json; minimagen-sample uses it unless told otherwise)")
+    # 0.1 rather than 0.2: the 16 -> 64 px stage then keeps the base's shape more often.
+    lowres_sample_noise_level: float = _f(0.1, "noise level in [0, 1] of the low-resolution image each super-"
+                                               "resolution stage sees when sampling (saved in the model)")
     # Data
     data: str = _f("shapes", "training data: " + ", ".join(DATA_KINDS))
     data_size: int = _f(20_000, "number of distinct pictures in the shapes data (drawn on the fly)")
@@ -95,10 +106,10 @@ class TrainConfig:
     num_workers: int = _f(0, "DataLoader worker processes (0: load in the training process, best on a small CPU)")
     # Optimisation
     unet: str = _f("all", "which U-Net to train: all, or its 1-based number")
-    steps: tuple = _f((2000, 1500), "optimizer steps per U-Net: one number for all, or one per U-Net")
+    steps: tuple = _f((4000, 1200), "optimizer steps per U-Net: one number for all, or one per U-Net")
     batch_size: int = _f(32, "images per micro-batch (per process)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (gradient accumulation)")
-    lr: float = _f(1e-3, "peak AdamW learning rate")
+    lr: float = _f(5e-4, "peak AdamW learning rate")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     adam_betas: tuple = _f((0.9, 0.99), "AdamW betas")
     warmup_steps: int = _f(100, "linear learning-rate warm-up, in optimizer steps of each U-Net")
@@ -146,8 +157,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        # Runs saved before random_crop_sizes existed trained on whole images: keep resuming them so.
-        data = {"random_crop_sizes": None, **data}
+        # Runs saved before a field existed keep resuming as they were made: on whole images (random_crop_sizes),
+        # with the guidance and low-resolution noise level every model then had (cond_scale, lowres_...).
+        stages = len(data.get("unets", ())) or 1
+        data = {"random_crop_sizes": None, "cond_scale": (3.0,) + (1.0,) * (stages - 1),
+                "lowres_sample_noise_level": 0.2, **data}
         unknown = sorted(set(data) - FIELD_NAMES)
         if unknown:
             raise CheckpointError(f"the checkpoint's config has fields this MinImagen does not know: {unknown}")
@@ -217,6 +231,11 @@ class TrainConfig:
              f"max_grad_norm must be positive (or 0/None for no clipping), got {self.max_grad_norm}")
         need(self.time_limit is None or self.time_limit > 0, f"time_limit must be positive minutes, got {self.time_limit}")
         need(len(self.adam_betas) == 2, f"adam_betas must be two numbers, got {self.adam_betas}")
+        need(len(self.cond_scale) == n and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in self.cond_scale),
+             f"cond_scale must hold one number per U-Net ({n}), got {self.cond_scale!r}")
+        need(isinstance(self.lowres_sample_noise_level, (int, float)) and 0 <= self.lowres_sample_noise_level <= 1,
+             f"lowres_sample_noise_level must be a number in [0, 1], got {self.lowres_sample_noise_level!r}")
         scales = self.sample_cond_scale
         need(scales is None or (isinstance(scales, (int, float)) and not isinstance(scales, bool))
              or (isinstance(scales, tuple) and len(scales) in (1, n)
