@@ -63,7 +63,8 @@ def default_sampling(timesteps) -> dict:
     DDIM with 50 steps per stage (fewer where a stage has fewer), guidance 3 on the base only.
     DDIM-50 draws as faithfully as ancestral sampling over all 1,000 steps, 20 times faster
     (benchmarks/README.md)."""
-    return {"sampler": "ddim", "steps": [min(50, t) for t in timesteps], "cond_scale": list(default_cond_scales(len(timesteps)))}
+    return {"sampler": "ddim", "steps": [min(50, t) for t in timesteps],
+            "cond_scale": list(default_cond_scales(len(timesteps)))}
 
 
 

@@ -72,10 +72,19 @@ def read_json(path, what: str = "config") -> dict:
         raise CheckpointError(f"{what} file {path} is corrupt or truncated ({err})") from err
 
 
-def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
-    """Atomically write a dict of tensors as safetensors (contiguous copies, shared storage split)."""
-    tensors = {k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}
+def tensors_to_save(tensors: dict) -> dict:
+    """Contiguous CPU copies of `tensors`; copying also splits shared storage, which safetensors refuses."""
+    return {k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}
+
+
+def write_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Atomically write tensors already made by tensors_to_save as one safetensors file."""
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Atomically write a dict of tensors as safetensors (contiguous CPU copies, shared storage split)."""
+    write_tensors(path, tensors_to_save(tensors), metadata)
 
 
 def load_tensors(path, with_metadata: bool = False):

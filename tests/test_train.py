@@ -163,7 +163,7 @@ def test_failed_checkpoint_write_leaves_the_old_one_intact(tmp_path, cache_dir, 
             f.write(b"half a checkpoint")
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr("minimagen.train.state.save_file", dies_mid_write)
+    monkeypatch.setattr("minimagen.checkpoint.save_file", dies_mid_write)
     with pytest.raises(OSError, match="disk full"):
         fit(resolve_config(dict(out_dir=str(out), resume=True, steps=(4, 0))))
     assert path.read_bytes() == before

@@ -38,5 +38,5 @@ __all__ = [
     "ShapesDataset", "held_out_dataset", "EmojiDataset", "find_emoji_font", "ImageFolderDataset",
     "HFImageTextDataset", "HFIterableImageTextDataset", "COLOURS", "SHAPES", "HELD_OUT",
     "all_combinations", "parse_caption", "render_shape", "score_image", "TextEmbeddingCache",
-    "TextImageCollator", "to_square_tensor",
+    "TextImageCollator", "to_square_tensor", "StepSampler", "mix_seed", "collate_images_and_texts",
 ]

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_write, load_tensors, load_weights
+from ..checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_write, load_tensors, load_weights,
+                          tensors_to_save, write_tensors)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_DIR = "model"
@@ -59,10 +59,9 @@ def tensors_digest(tensors: dict) -> str:
 
 def write_checkpoint(path, tensors: dict, meta: dict) -> None:
     """Atomically write `tensors` and the JSON `meta` (plus a digest of the tensors) as one safetensors file."""
-    tensors = {k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}  # split shared storage
+    tensors = tensors_to_save(tensors)  # the digest is of exactly the bytes written
     meta = {**meta, "tensors_sha256": tensors_digest(tensors)}
-    metadata = {METADATA_KEY: json.dumps(meta)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    write_tensors(path, tensors, metadata={METADATA_KEY: json.dumps(meta)})
 
 
 def read_checkpoint_meta(path) -> dict:

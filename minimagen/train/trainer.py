@@ -378,8 +378,9 @@ class Trainer:
         # Sampling must not disturb the training RNG stream. cond_scale None: the model's recommended scales.
         with torch.random.fork_rng(devices=self._rng_devices()):
             images = self.ema_imagen.sample(text_embeds=embeds.to(self.device), text_masks=masks.to(self.device),
-                                            cond_scale=cfg.sample_cond_scale, sampler=cfg.sample_sampler, steps=cfg.sample_steps,
-                                            seed=cfg.seed, progress=False, stop_at_unet=stop_at_unet)
+                                            cond_scale=cfg.sample_cond_scale, sampler=cfg.sample_sampler,
+                                            steps=cfg.sample_steps, seed=cfg.seed, progress=False,
+                                            stop_at_unet=stop_at_unet)
         grid = image_grid(images, captions, nrow=4, min_size=128)
         path = self.out_dir / SAMPLES_DIR / f"step_{self.global_step:06d}.png"
         atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
