@@ -2,6 +2,7 @@
 prompt, in one batched U-Net pass)."""
 
 import torch
+import torch.nn.functional as F
 
 from ..Unet import Unet
 from .common import _call, _checker, _compare, _earlier, _Failed, _passed, _text_inputs, _tiny_unet
@@ -96,6 +97,9 @@ def check_negative_guidance(fn, my_composed_guidance=None):
         null = unet(x, time, text_embeds=text_embeds, text_mask=text_mask, text_keep_mask=torch.zeros(2, dtype=torch.bool))
         cond_nomask = unet(x, time, text_embeds=text_embeds)
         negative_nomask = unet(x, time, text_embeds=negative_embeds)
+        extra = text_embeds.shape[1] - negative_embeds.shape[1]  # the negative prompt is the shorter one here
+        negative_padded_true = unet(x, time, text_embeds=F.pad(negative_embeds, (0, 0, 0, extra)),
+                                    text_mask=F.pad(negative_mask, (0, extra), value=True))
         cause = _earlier(my_composed_guidance, "Exercise 6.1", "check_composed_guidance", (negative, [cond], [s]),
                          composed_guidance(negative, [cond], [s]))
 
@@ -129,6 +133,8 @@ def check_negative_guidance(fn, my_composed_guidance=None):
         (guided(cond_nomask, negative), "you forgot the caption's text mask: its padded tokens were attended to"),
         (guided(cond, negative_nomask), "you forgot the negative prompt's mask: its padded tokens (False, also "
                                         "those you added by padding) were attended to"),
+        (guided(cond, negative_padded_true), "the padding you added to the shorter text was read: pad its mask with "
+                                             "False, so that the added tokens are hidden"),
         (guided(negative, cond), "the formula is reversed: the negative prompt takes the place of uncond"),
         (cond, "your output is the conditional prediction alone"),
     ]
