@@ -26,8 +26,10 @@ Usage
     python tools/make_exercises.py 01 06      only these topics (number or file name prefix)
     python tools/make_exercises.py --no-execute   write the copies, keep the solutions' old outputs
                                                   when their sources did not change
-    python tools/make_exercises.py --check    exit 1 if a committed copy is stale: compares cell
-                                              sources only, executes nothing (fast; used by tests)
+    python tools/make_exercises.py --check    exit 1 if a committed copy is stale (compares cell
+                                              sources only, executes nothing; fast, used by tests) or
+                                              an answer line can be read in an exercise copy or
+                                              verbatim in the course notebook of the same number
 """
 from __future__ import annotations
 

@@ -51,7 +51,14 @@ def check_posterior(fn):
         (wc1 * x0 + wc2 * x_t, "the one-step beta_t of the notebook becomes, for a jump t -> s, the noise added between s "
                                 "and t: 1 - a_t / a_s (not 1 - a_t, which is the noise since the clean image)"),
     ]
-    diff_mean = _compare(mean, mean_ref, what="mean", variants=mean_variants)
+
+    def nan_hint(got):  # a_s = 1 at the last step: with a_t and a_s swapped, 1 - a_t is 0 there
+        swapped = posterior(x_t, x0, a_s, a_t)[0]
+        if torch.equal(torch.isfinite(got.detach()), torch.isfinite(swapped)):
+            return "a_t and a_s are swapped: a_t belongs to the LATER, noisier time t"
+        return None
+
+    diff_mean = _compare(mean, mean_ref, what="mean", variants=mean_variants, nan_hint=nan_hint)
     if not torch.is_tensor(var):
         raise _Failed(f"var should be a torch.Tensor, got {type(var).__name__}")
     try:

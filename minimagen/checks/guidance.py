@@ -45,6 +45,7 @@ def check_composed_guidance(fn):
                      "unconditional prediction, towards caption i")
     one_variants = [
         (c1 + 3.0 * (uncond - c1), reversed_hint),
+        (uncond + 3.0 * (uncond - c1), "wrong sign: " + reversed_hint.split(": ", 1)[1]),
         (c1 + 3.0 * (c1 - uncond), "you started from cond: start from uncond (Imagen's w is cond_scale; "
                                    "cond_scale = 1 means no guidance)"),
         (3.0 * (c1 - uncond), "forgot to start from uncond: uncond + the scaled differences"),
@@ -61,6 +62,7 @@ def check_composed_guidance(fn):
                                                              "sum s_i (cond_i - uncond), not one mean direction"),
         (uncond + scales[0] * (c1 - uncond), "only the first caption counts: sum over every caption"),
         (c1 + scales[0] * (uncond - c1) + scales[1] * (uncond - c2), reversed_hint),
+        (uncond + scales[0] * (uncond - c1) + scales[1] * (uncond - c2), "wrong sign: " + reversed_hint.split(": ", 1)[1]),
         (sum(s * (c - uncond) for c, s in zip((c1, c2), scales)), "forgot to start from uncond"),
     ]
     diff = _compare(got, expected, what="guided prediction (two captions)", variants=variants)
@@ -96,9 +98,10 @@ def check_negative_guidance(fn, my_composed_guidance=None):
         negative = unet(x, time, text_embeds=negative_embeds, text_mask=negative_mask)
         null = unet(x, time, text_embeds=text_embeds, text_mask=text_mask, text_keep_mask=torch.zeros(2, dtype=torch.bool))
         cond_nomask = unet(x, time, text_embeds=text_embeds)
-        negative_nomask = unet(x, time, text_embeds=negative_embeds)
         extra = text_embeds.shape[1] - negative_embeds.shape[1]  # the negative prompt is the shorter one here
-        negative_padded_true = unet(x, time, text_embeds=F.pad(negative_embeds, (0, 0, 0, extra)),
+        negative_padded = F.pad(negative_embeds, (0, 0, 0, extra))
+        negative_nomask = unet(x, time, text_embeds=negative_padded)
+        negative_padded_true = unet(x, time, text_embeds=negative_padded,
                                     text_mask=F.pad(negative_mask, (0, extra), value=True))
         cause = _earlier(my_composed_guidance, "Exercise 6.1", "check_composed_guidance", (negative, [cond], [s]),
                          composed_guidance(negative, [cond], [s]))

@@ -91,7 +91,7 @@ def check_respaced_betas(fn):
 def check_forward_jump(fn):
     """Exercise 1.3. fn(x_s, s, t, noise, schedule) -> x_t, (b, c, h, w): noise a noisy image further, s < t."""
     schedule, x_s, noise = _schedule_inputs()
-    s = torch.tensor([0, 10, 30, 50])
+    s = torch.tensor([1, 10, 30, 50])
     t = torch.tensor([5, 40, 31, 99])
     ac, alphas = schedule.alphas_cumprod, schedule.alphas
     expected = forward_jump(x_s, s, t, noise, ac)
