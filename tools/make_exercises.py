@@ -185,8 +185,8 @@ def leaks(source_path: Path) -> list[str]:
                                                   for p in course]
     for where, nb in places:
         text = re.sub(r"\s+", "", "\n".join(cell.source for cell in nb.cells))
-        found += [f"{source_path.name}: answer line in {where}: {line[:70]}" for line in _answer_lines(solution, exercise)
-                  if line in text]
+        found += [f"{source_path.name}: answer line in {where}: {line[:70]}"
+                  for line in _answer_lines(solution, exercise) if line in text]
     return found
 
 
@@ -259,10 +259,12 @@ def main(argv=None) -> int:
     if args.check:
         problems = check(args.topics)
         if problems:
-            print(f"The exercise/solution notebooks are out of date with {SOURCE_DIR.relative_to(ROOT)}/:", file=sys.stderr)
+            print(f"The exercise/solution notebooks do not match {SOURCE_DIR.relative_to(ROOT)}/ or give answers away:",
+                  file=sys.stderr)
             for problem in problems:
                 print(f"  - {problem}", file=sys.stderr)
-            print("Regenerate them with: python tools/make_exercises.py", file=sys.stderr)
+            print("Regenerate stale copies with: python tools/make_exercises.py; reword a source whose answer "
+                  "line can be read (a hint says in words what to compute, never the code)", file=sys.stderr)
             return 1
         print(f"exercises/ and solutions/ are up to date with {SOURCE_DIR.relative_to(ROOT)}/ ({len(sources(args.topics))} topics)")
         return 0

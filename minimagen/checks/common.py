@@ -203,7 +203,8 @@ def _earlier(fn, label: str, check_name: str, args, reference):
     except _NotDone:
         return f"this function calls your answer to {label}, which is not done yet: do {label} first"
     except _Failed as failed:
-        return f"this function calls your answer to {label}, which fails ({failed}): run {check_name} and fix {label} first"
+        return (f"this function calls your answer to {label}, which fails ({failed}): "
+                f"run {check_name} and fix {label} first")
     expected = reference if isinstance(reference, tuple) else (reference,)
     got = tuple(got) if isinstance(got, (tuple, list)) else (got,)
     if len(got) == len(expected) and all(_agrees(g, e) for g, e in zip(got, expected)):

@@ -48,8 +48,8 @@ def check_posterior(fn):
         (c1 * x0 + (1 - beta) * (1 - A_s) / (1 - A_t) * x_t,
          "missing sqrt: x_t's coefficient has sqrt(1 - beta) = sqrt(alpha), not alpha"),
         (A_t.sqrt() * beta / (1 - A_t) * x0 + c2 * x_t, "x0's coefficient uses sqrt(a_s), not sqrt(a_t)"),
-        (wc1 * x0 + wc2 * x_t, "the one-step beta_t of the notebook becomes, for a jump t -> s, the noise added between s "
-                                "and t: 1 - a_t / a_s (not 1 - a_t, which is the noise since the clean image)"),
+        (wc1 * x0 + wc2 * x_t, "the one-step beta_t of the notebook becomes, for a jump t -> s, the noise added "
+                                "between s and t: 1 - a_t / a_s (not 1 - a_t, the noise since the clean image)"),
     ]
 
     def nan_hint(got):  # a_s = 1 at the last step: with a_t and a_s swapped, 1 - a_t is 0 there
@@ -123,15 +123,16 @@ def check_ddim_eta_step(fn, my_posterior=None):
     """
     x_t, x0, a_t, a_s, noise = _step_inputs()
     x_t, x0, a_t, a_s, noise = x_t[:3], x0[:3], a_t[:3], a_s[:3], noise[:3]  # not the last step (var = 0 there)
+    A_t, A_s = _b(a_t), _b(a_s)
+    var = posterior(x_t, x0, a_t, a_s)[1]
+    eps = (x_t - A_t.sqrt() * x0) / (1 - A_t).sqrt()
+    etas = (0.5, 1.0, 0.0)
+    results = {eta: _call(fn, x_t.clone(), x0.clone(), a_t.clone(), a_s.clone(), noise.clone(), eta) for eta in etas}
+    # Only now (the step's own NotImplementedError comes first): is the posterior it calls right?
+    cause = _earlier(my_posterior, "Exercise 2.1", "check_posterior", (x_t, x0, a_t, a_s), posterior(x_t, x0, a_t, a_s))
     worst = 0.0
-    for eta in (0.5, 1.0, 0.0):
+    for eta, got in results.items():
         expected = ddim_step(x_t, x0, a_t, a_s, noise, eta=eta)
-        got = _call(fn, x_t.clone(), x0.clone(), a_t.clone(), a_s.clone(), noise.clone(), eta)
-        cause = _earlier(my_posterior, "Exercise 2.1", "check_posterior", (x_t, x0, a_t, a_s),
-                         posterior(x_t, x0, a_t, a_s))
-        A_t, A_s = _b(a_t), _b(a_s)
-        var = posterior(x_t, x0, a_t, a_s)[1]
-        eps = (x_t - A_t.sqrt() * x0) / (1 - A_t).sqrt()
 
         def step(sigma2, noise_scale=None, keep=True):
             scale = sigma2.sqrt() if noise_scale is None else noise_scale

@@ -43,4 +43,5 @@ def check_thresholded_eps(fn):
          "the coefficients of the second inversion are swapped: eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)"),
     ]
     diff = _compare(got, expected, what="eps", variants=variants)
-    return _passed(diff, against="minimagen (predict_noise_from_start of dynamic_threshold of predict_start_from_noise)")
+    return _passed(diff, against="minimagen (predict_noise_from_start of dynamic_threshold of "
+                                 "predict_start_from_noise)")

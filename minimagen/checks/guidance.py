@@ -62,7 +62,8 @@ def check_composed_guidance(fn):
                                                              "sum s_i (cond_i - uncond), not one mean direction"),
         (uncond + scales[0] * (c1 - uncond), "only the first caption counts: sum over every caption"),
         (c1 + scales[0] * (uncond - c1) + scales[1] * (uncond - c2), reversed_hint),
-        (uncond + scales[0] * (uncond - c1) + scales[1] * (uncond - c2), "wrong sign: " + reversed_hint.split(": ", 1)[1]),
+        (uncond + scales[0] * (uncond - c1) + scales[1] * (uncond - c2),
+         "wrong sign: " + reversed_hint.split(": ", 1)[1]),
         (sum(s * (c - uncond) for c, s in zip((c1, c2), scales)), "forgot to start from uncond"),
     ]
     diff = _compare(got, expected, what="guided prediction (two captions)", variants=variants)
@@ -96,7 +97,8 @@ def check_negative_guidance(fn, my_composed_guidance=None):
                                                 negative_text_embeds=negative_embeds, negative_text_mask=negative_mask)
         cond = unet(x, time, text_embeds=text_embeds, text_mask=text_mask)
         negative = unet(x, time, text_embeds=negative_embeds, text_mask=negative_mask)
-        null = unet(x, time, text_embeds=text_embeds, text_mask=text_mask, text_keep_mask=torch.zeros(2, dtype=torch.bool))
+        dropped = torch.zeros(2, dtype=torch.bool)
+        null = unet(x, time, text_embeds=text_embeds, text_mask=text_mask, text_keep_mask=dropped)
         cond_nomask = unet(x, time, text_embeds=text_embeds)
         extra = text_embeds.shape[1] - negative_embeds.shape[1]  # the negative prompt is the shorter one here
         negative_padded = F.pad(negative_embeds, (0, 0, 0, extra))
@@ -145,4 +147,5 @@ def check_negative_guidance(fn, my_composed_guidance=None):
     if batches != [2 * x.shape[0]]:
         raise _Failed(f"the values are right, but you ran the U-Net {len(batches)} time(s) with batch size(s) "
                       f"{batches}: run the caption and the negative prompt together in ONE pass of batch 2b")
-    return _passed(diff, " in one batched U-Net pass", against="minimagen (forward_with_cond_scale with a negative prompt)")
+    return _passed(diff, " in one batched U-Net pass",
+                   against="minimagen (forward_with_cond_scale with a negative prompt)")
