@@ -4,8 +4,8 @@ Each `check_*` takes the learner's function itself, runs it and minimagen's refe
 CPU inputs, prints ONE line and returns True (it matches) or False; a mismatch names what is wrong and,
 when the answer equals a known wrong variant, which mistake that is:
 
-    from minimagen.checks import check_q_sample
-    check_q_sample(my_q_sample)   # ✓ check_q_sample: matches minimagen (max |diff| < 1e-6)
+    from minimagen.checks import check_posterior
+    check_posterior(my_posterior)   # ✓ check_posterior: matches minimagen: mean and var (max |diff| < 1e-6)
 
 One module per course chapter, all on the shared machinery of `common`:
 

@@ -3,9 +3,9 @@
 A checker is `func(fn) -> pass message`, wrapped by `_checker`, which prints ONE line and returns True
 (it matches) or False:
 
-    ✓ check_q_sample: matches minimagen (max |diff| < 1e-6)
-    ✗ check_q_sample: x_t off by up to 0.62 (worst at [3, 1, 4, 7]: got 0.25, expected 0.87) — missing sqrt ...
-    ✗ Exercise 1.3 is not done yet: write x_t = sqrt(alphas_cumprod[t]) x_start + ...
+    ✓ check_posterior: matches minimagen: mean and var (max |diff| < 1e-6)
+    ✗ check_forward_jump: x_t off by up to 0.62 (worst at [3, 1, 4, 7]: got 0.25, expected 0.87) — missing sqrt ...
+    ✗ Exercise 1.3 is not done yet: <the blank's message>
 
 Inside a checker, `_call` runs the learner's function (a NotImplementedError becomes "not done yet",
 any other error one line with a hint from the table below), `_compare` compares its tensor with the
