@@ -46,13 +46,13 @@ suppress_warnings = ["mystnb.unknown_mime_type"]  # widget views: no kernel on a
 
 # API reference from the docstrings.
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 
 # Theme: a book layout; every notebook page gets a download button for its .ipynb and a Colab button.
 html_theme = "sphinx_book_theme"
 html_title = "MinImagen"
 html_static_path = ["_static"]
+html_css_files = ["minimagen.css"]
 html_sourcelink_suffix = ""  # the download button serves the notebook itself, not a .txt copy
 html_theme_options = {
     "repository_url": "https://github.com/minimagen/minimagen",
@@ -109,7 +109,8 @@ def show_docstring_as_written(app, what, name, obj, options, lines):
     """Render each docstring as the preformatted text it is written as (plain text, equations and
     shape lines aligned by spaces, e.g. `x0: (b, c, h, w)`), never reinterpreted as reStructuredText."""
     if any(line.strip() for line in lines):
-        lines[:] = ["::", ""] + [f"    {line}" if line.strip() else "" for line in lines] + [""]
+        text = [f"   {line}" if line.strip() else "" for line in lines]
+        lines[:] = [".. code-block:: none", "   :class: docstring", "", *text, ""]
 
 
 def skip_re_exports(app, what, name, obj, skip, options):

@@ -219,3 +219,29 @@ def test_api_page_lists_imagen_sample(browser, served):
     signature = browser.find_element("css selector", "[id='minimagen.Imagen.Imagen.sample']")
     assert signature.is_displayed()
     assert signature.text.startswith("sample(")
+    browser.execute_script("arguments[0].scrollIntoView();", signature)
+    browser.save_screenshot(str(SCREENSHOT_DIR / "api.png"))
+
+
+def test_no_internal_link_is_broken(site):
+    """Every link from one page of the site to another (and to an anchor in it) lands somewhere."""
+    href = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.I)
+    ids = {}
+
+    def ids_of(page):
+        if page not in ids:
+            ids[page] = set(re.findall(r"\bid=\"([^\"]+)\"", page.read_text()))
+        return ids[page]
+
+    broken = []
+    for page in site.rglob("*.html"):
+        for link in href.findall(page.read_text()):
+            if re.match(r"^([a-z][a-z0-9+.-]*:|//)", link, re.I):  # another host, mailto:, javascript:
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path.split("?")[0]).resolve() if path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file() or (anchor and target.suffix == ".html" and anchor not in ids_of(target)):
+                broken.append(f"{page.relative_to(site)} -> {link}")
+    assert broken == []
