@@ -42,20 +42,24 @@ nb_execution_mode = "off"
 nb_ipywidgets_js = {}  # sliders need a live kernel; loading their JavaScript would reach another host
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
-suppress_warnings = ["mystnb.unknown_mime_type"]  # widget views: no kernel on a static page
+suppress_warnings = [
+    "mystnb.unknown_mime_type",  # widget views: no kernel on a static page
+    "myst.header",  # heading levels are written for GitHub and Jupyter, where a skipped level is fine
+]
 
 # API reference from the docstrings.
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 
 # Theme: a book layout; every notebook page gets a download button for its .ipynb and a Colab button.
+REPOSITORY = "https://github.com/minimagen/minimagen"
 html_theme = "sphinx_book_theme"
 html_title = "MinImagen"
 html_static_path = ["_static"]
 html_css_files = ["minimagen.css"]
 html_sourcelink_suffix = ""  # the download button serves the notebook itself, not a .txt copy
 html_theme_options = {
-    "repository_url": "https://github.com/minimagen/minimagen",
+    "repository_url": REPOSITORY,
     "repository_branch": "main",
     "path_to_docs": "",
     "use_download_button": True,
@@ -98,6 +102,23 @@ def colab_badge_and_download_link(app, doctree):
             badge.parent.insert(badge.parent.index(badge) + 1, [nodes.Text(" "), link])
 
 
+def link_folders_to_the_repository(app, doctree):
+    """A Markdown link to a folder of the repository (it works on GitHub) opens that folder on GitHub:
+    a folder is no page of the site."""
+    from docutils import nodes
+    from sphinx import addnodes
+
+    here = Path(app.env.doc2path(app.env.docname)).parent
+    for xref in list(doctree.findall(addnodes.pending_xref)):
+        path, _, _ = xref["reftarget"].partition("#")
+        if xref.get("reftype") != "myst" or not path:
+            continue
+        folder = (here / path).resolve()
+        if folder.is_dir() and folder.is_relative_to(ROOT):
+            url = f"{REPOSITORY}/tree/main/{folder.relative_to(ROOT).as_posix()}"
+            xref.replace_self(nodes.reference("", "", *xref.children, refuri=url))
+
+
 def copy_home_page_to_index(app, exception):
     """Serve the README page as index.html too, so the site's address opens the home page."""
     if exception is None and app.builder.format == "html":
@@ -131,4 +152,5 @@ def setup(app):
     app.connect("autodoc-skip-member", skip_re_exports)
     app.connect("source-read", add_course_toctree)
     app.connect("doctree-read", colab_badge_and_download_link, priority=400)  # before the file collectors
+    app.connect("doctree-read", link_folders_to_the_repository)
     app.connect("build-finished", copy_home_page_to_index)
