@@ -1,4 +1,5 @@
 """The project's own set-up files agree with each other."""
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -82,3 +83,19 @@ def test_readme_table_lists_every_notebook():
     assert notebooks, "the course has notebooks"
     missing = [name for name in notebooks if name not in readme]
     assert missing == []
+
+
+def test_notebook_times_in_readme_and_headers_are_the_measured_ones():
+    """benchmarks/notebook_times.py --write-docs is the one source: README row, header and JSON agree."""
+    report = json.loads((ROOT / "benchmarks" / "results" / "notebook_times.json").read_text())
+    measured = {r["notebook"]: round(r["seconds"]) for r in report["notebooks"]}
+    assert sorted(measured) == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]*.ipynb"))
+    readme = (ROOT / "README.md").read_text()
+    for name, seconds in measured.items():
+        row = re.search(rf"^\| {name[:2]} \| .*\| ~(\d+) s \|$", readme, re.M)
+        assert row and int(row.group(1)) == seconds, f"README row of {name}"
+        header = "".join(json.loads((ROOT / "notebooks" / name).read_text())["cells"][0]["source"])
+        expected = (f"Runs in about {seconds} s on a {report['machine']} CPU "
+                    f"({report['kernel_threads']} threads).")
+        assert expected in header, f"{name}'s first cell should say: {expected}"
+    assert f"All ten run top to bottom in {report['total_s']:.0f} s" in readme
