@@ -223,9 +223,10 @@ def test_api_page_lists_imagen_sample(browser, served):
     browser.save_screenshot(str(SCREENSHOT_DIR / "api.png"))
 
 
-def test_no_internal_link_is_broken(site):
-    """Every link from one page of the site to another (and to an anchor in it) lands somewhere."""
-    href = re.compile(r"<a\b[^>]*\bhref=\"([^\"]+)\"", re.I)
+def test_no_internal_link_or_picture_is_broken(site):
+    """Every link from one page of the site to another (and to an anchor in it) lands somewhere, and
+    every picture a page shows is in the site."""
+    href = re.compile(r"<(?:a\b[^>]*\bhref|img\b[^>]*\bsrc)=\"([^\"]+)\"", re.I)
     ids = {}
 
     def ids_of(page):
