@@ -3,7 +3,8 @@
 The site is built from the repository itself: the source folder is the repository root, and only
 the files matched by ``include_patterns`` become pages, so the notebooks, exercises, solutions and
 READMEs are read where they are (whatever is on disk at build time, never a copy). This folder holds
-only what exists for the website: this file, the API reference page and the local Colab badge.
+only what exists for the website: this file, the API reference page, the local Colab badge and a
+style sheet.
 Nothing is downloaded at build time and no page loads anything from another host: MathJax comes from
 sphinx-mathjax-offline, notebooks keep their stored outputs and are never executed.
 """
