@@ -24,6 +24,7 @@ from common import add_model_args, load_model
 from minimagen.data import HELD_OUT, TextEmbeddingCache, score_image
 from minimagen.data.shapes import all_combinations, make_caption
 from minimagen.Imagen import Imagen
+from minimagen.sample import parse_interval
 from minimagen.samplers import SAMPLERS
 from minimagen.utils import image_grid
 
@@ -36,12 +37,6 @@ def caption_sets(repeats: int, seed: int = 0) -> dict:
     seen = [combo for combo in all_combinations() if combo not in HELD_OUT]
     train = [make_caption(*combo) for combo in random.Random(seed).sample(seen, len(held_out))]
     return {"held_out": held_out, "train": train}
-
-
-def parse_interval(text: str):
-    """'0.3,1' -> (0.3, 1.0): a guidance interval of noise levels."""
-    lo, hi = (float(v) for v in text.split(","))
-    return lo, hi
 
 
 def grain(images: torch.Tensor) -> float:

@@ -23,6 +23,7 @@ Each image is scored against its caption through prompt_fidelity.score().
     python benchmarks/sampling.py                         # 64 held-out images a row, 1 thread (~15 min)
     python benchmarks/sampling.py --steps 10,15,50 --samplers dpmpp_2m --interval 0.3,1
     python benchmarks/sampling.py --rows ddim:15,dpmpp_2m:15,dpmpp_2m:15:i   # these rows (and the DDIM-50 reference)
+    python benchmarks/sampling.py --path --out benchmarks/results/sampling_path.json   # base stage: distance from DDIM-200
     python benchmarks/sampling.py --quick                 # harness check: 4 images, 5 and 10 steps
 """
 
@@ -41,10 +42,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]  # prompt_fidelity, and this checkout's minimagen even where it is not installed
 
-from prompt_fidelity import caption_sets, parse_interval, score  # noqa: E402  (that benchmark's scorer and prompts)
+from prompt_fidelity import caption_sets, score  # noqa: E402  (that benchmark's scorer and prompts)
 from common import add_model_args, load_model, matmul_gflops, write_report  # noqa: E402
 
 from minimagen.data import TextEmbeddingCache  # noqa: E402
+from minimagen.sample import parse_interval  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "sampling.json"
 REFERENCE = ("ddim", None, 50)
@@ -96,6 +98,23 @@ def run_row(model, counter, cache, sets, sampler, interval, steps, args):
     return row
 
 
+def path_distances(model, cache, captions, samplers, steps_list, args, reference_steps=200):
+    """How far each sampler's base-stage picture lands from where the sampling path converges: the RMS
+    difference (pixels in [0, 1]) from DDIM with `reference_steps` steps, from the same noise, over captions."""
+    embeds, masks = cache.encode(captions)
+    run = lambda sampler, steps: model.sample(text_embeds=embeds, text_masks=masks, cond_scale=args.cond_scale,
+                                              sampler=sampler, steps=steps, stop_at_unet=1, seed=args.seed,
+                                              progress=False)
+    reference = run("ddim", reference_steps)
+    table = {s: {n: (run(s, n) - reference).pow(2).flatten(1).mean(1).sqrt().mean().item() for n in steps_list}
+             for s in samplers}
+    print(f"\nbase stage, RMS distance from DDIM-{reference_steps} (same noise, {len(captions)} captions):")
+    print(f"{'steps':>5} " + " ".join(f"{s:>9}" for s in samplers))
+    for n in steps_list:
+        print(f"{n:>5} " + " ".join(f"{table[s][n]:>9.4f}" for s in samplers))
+    return dict(reference_steps=reference_steps, captions=len(captions), distances=table)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -110,6 +129,8 @@ def main(argv=None):
                    help="only rows guided at every step")
     p.add_argument("--rows", default=None, metavar="SAMPLER:STEPS[:i],...",
                    help="exactly these rows instead of the grid; ':i' guides inside --interval only (e.g. ddim:15,dpmpp_2m:15:i)")
+    p.add_argument("--path", action="store_true",
+                   help="only the base stage's distance from its converged path (DDIM-200), per sampler and steps")
     p.add_argument("--seed", type=int, default=0, help="prompt sets and sampling seeds (same for every row)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quick", action="store_true", help="harness check: 4 images, 5 and 10 steps")
@@ -130,6 +151,12 @@ def main(argv=None):
     model.sample(text_embeds=warm[0], text_masks=warm[1], cond_scale=args.cond_scale, sampler="ddim", steps=2,
                  seed=args.seed, progress=False)
 
+    if args.path:
+        steps_list = [int(n) for n in args.steps.split(",")]
+        report = path_distances(model, cache, sets["held_out"][:args.batch_size], args.samplers.split(","),
+                                steps_list, args)
+        write_report(dict(model=args.model, cond_scale=args.cond_scale, seed=args.seed, **report), args.out)
+        return report
     intervals = [None] + ([args.interval] if args.interval_rows else [])
     spec = [(s, i, int(n)) for s in args.samplers.split(",") for i in intervals for n in args.steps.split(",")]
     if args.rows:
