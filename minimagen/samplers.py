@@ -1,6 +1,6 @@
 """Reverse steps: from x_t and a predicted clean image x0 to a less noisy x_s (notebook 02).
 
-Both samplers jump from time t to an earlier time s (s = t - 1 for full ancestral sampling, or
+Every sampler jumps from time t to an earlier time s (s = t - 1 for full ancestral sampling, or
 further for fewer steps), written with a_t = alphas_cumprod_t and a_s = alphas_cumprod_s (a_s = 1
 at the end, s = -1, where the result is x0 itself).
 
@@ -26,9 +26,9 @@ first order. So are the last two (sample_loop): the jump to a_s = 1 (lambda_s = 
 image) lands on x0 itself, as in diffusers' DPMSolverMultistepScheduler (final_sigmas_type='zero');
 and the jump into t = 0, the plan's last time, which is nearly clean (lambda_0 = 5.0 on the cosine
 schedule against 1.7 at t = 111 and 1.0 at t = 222): there h is five times h_prev at 10 steps and
-the straight-line extrapolation of x0 overshoots (on a Gaussian toy, 2M with that step second order
-is worse than DDIM below 25 steps; first order, it is 2.6x better at 10 steps and 100x at 25;
-tests/test_samplers.py).
+the straight-line extrapolation of x0 overshoots (on the Gaussian toy of tests/test_samplers.py, 2M
+with that step second order is worse than DDIM up to 25 steps; first order, its error is 2.6x smaller
+than DDIM's at 10 steps and 100x at 25).
 
 Noise level: sigma_t = sqrt(1 - a_t) in [0, 1], the standard deviation of the noise in
 x_t = sqrt(a_t) x0 + sigma_t eps (0: clean, 1: pure noise), whatever the schedule. A guidance

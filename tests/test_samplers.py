@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from minimagen.diffusion import GaussianDiffusion
-from minimagen.Imagen import Imagen
 from minimagen.samplers import (check_guidance_interval, ddim_step, dpmpp_2m_step, guidance_at, noise_level,
                                 sample_loop, sampling_timesteps)
 from minimagen.thresholding import dynamic_threshold
-from minimagen.Unet import BaseTest, SuperTest
 
-from test_imagen import D, embeds, live
+from test_imagen import cascade, embeds
 
 # The Gaussian toy -------------------------------------------------------------------------------
 
@@ -195,14 +193,9 @@ def counted(imagen):
     return seen
 
 
-def cascade_of(timesteps):
-    torch.manual_seed(0)
-    return live(Imagen((BaseTest(), SuperTest()), image_sizes=(16, 32), timesteps=timesteps, text_embed_dim=D))
-
-
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
 def test_guidance_interval_runs_one_unet_pass_outside_it(sampler):
-    imagen = cascade_of(100)
+    imagen = cascade(100)
     seen = counted(imagen)
     kwargs = dict(text_embeds=embeds(b=2), cond_scale=(4.0, 2.0), sampler=sampler, steps=10, seed=0, progress=False)
     imagen.sample(**kwargs)
@@ -216,20 +209,20 @@ def test_guidance_interval_runs_one_unet_pass_outside_it(sampler):
 
 
 def test_a_guidance_interval_covering_every_level_changes_nothing():
-    imagen = cascade_of(20)
+    imagen = cascade(20)
     kwargs = dict(text_embeds=embeds(b=2), cond_scale=3.0, sampler="dpmpp_2m", steps=5, seed=0, progress=False)
     torch.testing.assert_close(imagen.sample(guidance_interval=(0.0, 1.0), **kwargs), imagen.sample(**kwargs))
 
 
 def test_an_empty_guidance_interval_samples_as_without_guidance():
-    imagen = cascade_of(20)
+    imagen = cascade(20)
     kwargs = dict(text_embeds=embeds(b=2), sampler="ddim", steps=5, seed=0, progress=False)
     torch.testing.assert_close(imagen.sample(guidance_interval=(0.0, 0.0), cond_scale=3.0, **kwargs),
                                imagen.sample(cond_scale=1.0, **kwargs), rtol=1e-4, atol=1e-5)
 
 
 def test_sample_rejects_a_bad_guidance_interval_before_any_work():
-    imagen = cascade_of(20)
+    imagen = cascade(20)
     seen = counted(imagen)
     with pytest.raises(ValueError, match="guidance_interval"):
         imagen.sample(text_embeds=embeds(b=1), guidance_interval=(0.8, 0.2), progress=False)
@@ -237,6 +230,6 @@ def test_sample_rejects_a_bad_guidance_interval_before_any_work():
 
 
 def test_imagen_samples_with_dpmpp_2m_in_unit_range():
-    imagen = cascade_of(20)
+    imagen = cascade(20)
     out = imagen.sample(text_embeds=embeds(b=2), sampler="dpmpp_2m", steps=4, seed=0, progress=False)
     assert out.shape == (2, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
