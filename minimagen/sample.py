@@ -2,7 +2,7 @@
 
     minimagen-sample "a red circle on a blue background"                        # the shipped shapes model
     minimagen-sample --model runs/shapes/model "a green square on a black background" \\
-        --num-images 4 --cond-scale 3,1 --sampler dpmpp_2m --steps 15 --guidance-interval 0.5,1 --seed 0 --out samples/
+        --num-images 4 --cond-scale 3,1 --sampler dpmpp_2m --steps 15 --seed 0 --out samples/
 
 Writes one PNG per image, `<index>_<slug of the caption>.png`, and `grid.png` with every image and
 its caption under it, then prints the paths. `--model` is a folder written by Imagen.save_pretrained
