@@ -7,7 +7,7 @@ give the shape's colour and outline; no model is involved). Prints the accuracy 
 the background colour, both together (the joint colour accuracy) and the shape, for each set, plus
 the time per image and a grain figure (median difference between neighbouring pixels; 0 for flat colour).
 
-    python benchmarks/prompt_fidelity.py                      # the shipped model, DDIM 50 steps
+    python benchmarks/prompt_fidelity.py                      # the shipped model, its recommended sampling
     python benchmarks/prompt_fidelity.py --model runs/shapes/model --sampler ddpm --steps 1000
     python benchmarks/prompt_fidelity.py --json results/fidelity.json --grid fidelity.png
     python benchmarks/prompt_fidelity.py --cond-scale 3 --per-stage   # guide every stage; score 32 px too
@@ -24,6 +24,8 @@ from common import add_model_args, load_model
 from minimagen.data import HELD_OUT, TextEmbeddingCache, score_image
 from minimagen.data.shapes import all_combinations, make_caption
 from minimagen.Imagen import Imagen
+from minimagen.sample import parse_interval
+from minimagen.samplers import SAMPLERS
 from minimagen.utils import image_grid
 
 ATTRIBUTES = ("fg_ok", "bg_ok", "joint_colour_ok", "shape_ok")
@@ -52,7 +54,8 @@ def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tup
     """Sample one image per caption (in batches) -> (accuracy per attribute, images, seconds per image,
     and with --per-stage the accuracy of the base's own output)."""
     images, base_images, start = [], [], time.perf_counter()
-    kwargs = dict(cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps, progress=False)
+    kwargs = dict(cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps, progress=False,
+                  guidance_interval=getattr(args, "guidance_interval", None))
     for i in range(0, len(captions), args.batch_size):
         batch = captions[i:i + args.batch_size]
         embeds, masks = cache.encode(batch)
@@ -72,8 +75,10 @@ def score(model: Imagen, captions: list, cache: TextEmbeddingCache, args) -> tup
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim"))
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps per stage")
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the model's recommended one")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps per stage (default: the model's)")
+    parser.add_argument("--guidance-interval", type=parse_interval, default=None, metavar="LO,HI",
+                        help="guide only at noise levels sqrt(1 - alphas_cumprod_t) in [LO, HI] (default: every step)")
     add_model_args(parser)
     parser.add_argument("--per-stage", action="store_true",
                         help="also score the base U-Net's own (32 px) pictures, from which the cascade continues")
@@ -88,6 +93,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     model = load_model(args)
+    recommended = model.config["sampling"]
+    args.sampler = args.sampler or recommended["sampler"]
+    args.steps = args.steps or recommended["steps"]
     if args.per_stage and len(model.unets) < 2:
         parser.error("--per-stage needs a cascade of at least two U-Nets")
     cache = TextEmbeddingCache(model.text_encoder_name)

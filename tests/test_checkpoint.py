@@ -197,7 +197,7 @@ def test_a_format_1_folder_loads_with_the_default_sampling_settings(saved):
     del config["imagen"]["sampling"]
     path.write_text(json.dumps(config))
     loaded = Imagen.from_pretrained(folder)
-    assert loaded.config["sampling"] == {"sampler": "ddim", "steps": [4, 4], "cond_scale": [3.0, 1.0]}
+    assert loaded.config["sampling"] == {"sampler": "dpmpp_2m", "steps": [4, 4], "cond_scale": [3.0, 1.0]}
     assert torch.equal(loaded.state_dict()["unets.0.final_conv.weight"], imagen.state_dict()["unets.0.final_conv.weight"])
 
 

@@ -332,8 +332,8 @@ def test_sample_uses_the_recommended_settings_for_what_the_caller_leaves_out():
     assert torch.equal(explicit, imagen.sample(text_embeds=embeds(), seed=0, progress=False))
 
 
-def test_the_default_recommended_settings_are_ddim_50_guided_on_the_base():
-    assert cascade(timesteps=(1000, 30)).config["sampling"] == {"sampler": "ddim", "steps": [50, 30],
+def test_the_default_recommended_settings_are_dpmpp_2m_25_guided_on_the_base():
+    assert cascade(timesteps=(1000, 20)).config["sampling"] == {"sampler": "dpmpp_2m", "steps": [25, 20],
                                                                 "cond_scale": [3.0, 1.0]}
 
 

@@ -72,7 +72,8 @@ def test_sample_cli_uses_the_models_recommended_settings_for_what_it_is_not_told
     model.save_pretrained(tmp_path / "model")
     common = ["--model", str(tmp_path / "model"), "a red circle on a blue background", "--steps", "2", "--no-progress"]
     assert sample_main([*common, "--out", str(tmp_path / "default")]) == 0
-    assert sample_main([*common, "--cond-scale", "5,2", "--sampler", "ddim", "--out", str(tmp_path / "same")]) == 0
+    recommended = model.config["sampling"]["sampler"]
+    assert sample_main([*common, "--cond-scale", "5,2", "--sampler", recommended, "--out", str(tmp_path / "same")]) == 0
     assert sample_main([*common, "--cond-scale", "3,1", "--out", str(tmp_path / "other")]) == 0
     assert np.array_equal(_picture(tmp_path / "default"), _picture(tmp_path / "same"))
     assert not np.array_equal(_picture(tmp_path / "default"), _picture(tmp_path / "other"))
@@ -83,6 +84,22 @@ def test_sample_cli_refuses_a_cond_scale_that_is_not_numbers(capsys):
         sample_main(["--cond-scale", "high", "a cat"])
     assert info.value.code == 2
     assert "--cond-scale" in capsys.readouterr().err
+
+
+def test_sample_cli_guidance_interval_guides_only_inside_it(trained, tmp_path, capsys):
+    common = ["--model", str(trained / "model"), "a red circle on a blue background", "--steps", "4", "--cond-scale",
+              "5,1", "--no-progress"]
+    assert sample_main([*common, "--out", str(tmp_path / "all")]) == 0
+    assert sample_main([*common, "--guidance-interval", "0,1", "--out", str(tmp_path / "same")]) == 0
+    assert sample_main([*common, "--guidance-interval", "0,0", "--out", str(tmp_path / "none")]) == 0
+    assert np.array_equal(_picture(tmp_path / "all"), _picture(tmp_path / "same"))
+    assert not np.array_equal(_picture(tmp_path / "all"), _picture(tmp_path / "none"))
+    capsys.readouterr()
+    assert sample_main([*common, "--guidance-interval", "0.8,0.2", "--out", str(tmp_path / "bad")]) == 2
+    assert "guidance_interval" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        sample_main(["--guidance-interval", "high", "a cat"])
+    assert info.value.code == 2
 
 
 def test_sample_cli_user_errors_are_one_line_and_exit_2(tmp_path, capsys):

@@ -128,7 +128,7 @@ class TrainConfig:
     sample_every: int = _f(200, "save a sample grid every this many steps (0: only at the end of each U-Net)")
     checkpoint_every: int = _f(200, "save a checkpoint every this many steps (0: only at the end of each U-Net)")
     sample_steps: int = _f(25, "denoising steps per stage for the sample grids")
-    sample_sampler: str = _f("ddim", "sampler for the sample grids: " + _or(SAMPLERS))
+    sample_sampler: str = _f("dpmpp_2m", "sampler for the sample grids: " + _or(SAMPLERS))
     sample_cond_scale: tuple | None = _f(None, "guidance scale of the sample grids: one for every stage or one per "
                                                "stage (default 3 on the base, 1 on super-resolution stages)")
     sample_captions: tuple | None = _f(None, "captions of the sample grids (default: chosen from the data; "
