@@ -239,8 +239,8 @@ def test_refuses_to_overwrite_a_run(tmp_path, cache_dir, capsys):
 def test_resume_refuses_changed_settings(tmp_path, cache_dir):
     out = tmp_path / "run"
     fit(tiny(out, cache_dir, steps=(1, 1)))
-    with pytest.raises(ValueError, match="lr"):
-        resolve_config(dict(out_dir=str(out), resume=True, lr=0.5))
+    with pytest.raises(ValueError, match="weight_decay"):
+        resolve_config(dict(out_dir=str(out), resume=True, weight_decay=0.5))
     with pytest.raises(ValueError, match="batch_size"):
         Trainer(tiny(out, cache_dir, steps=(1, 1), batch_size=2, resume=True))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
