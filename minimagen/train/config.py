@@ -16,7 +16,7 @@ from ..diffusion import LOSS_TYPES, OBJECTIVES
 from ..samplers import SAMPLERS
 from ..schedules import SCHEDULES
 from ..Unet import PRESETS as UNET_PRESETS
-from .state import CHECKPOINT_NAME, read_checkpoint_meta
+from .state import read_checkpoint_meta, resumable_checkpoint
 
 PRECISIONS = ("auto", "bf16", "no")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -293,7 +293,7 @@ def resolve_config(overrides: dict) -> TrainConfig:
     preset = overrides.get("preset", "shapes")
     if overrides.get("resume"):
         out_dir = overrides.get("out_dir") or os.path.join("runs", preset)
-        path = Path(out_dir) / CHECKPOINT_NAME
+        path = resumable_checkpoint(Path(out_dir))
         if path.exists():
             stored = TrainConfig.from_dict(read_checkpoint_meta(path)["config"])
             once = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in PER_INVOCATION_FIELDS}

@@ -360,6 +360,13 @@ def restore_replaced_run(out_dir: Path) -> bool:
     return True
 
 
+def resumable_checkpoint(out_dir: Path) -> Path:
+    """The checkpoint --resume continues: the folder's, or the one an unfinished --overwrite set aside
+    (open_run puts it back)."""
+    path, replaced = out_dir / CHECKPOINT_NAME, out_dir / REPLACED_DIR / CHECKPOINT_NAME
+    return replaced if not path.exists() and replaced.exists() else path
+
+
 def discard_replaced_run(out_dir: Path) -> None:
     """The new run has its first checkpoint: the run it replaced can go."""
     shutil.rmtree(out_dir / REPLACED_DIR, ignore_errors=True)

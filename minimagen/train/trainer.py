@@ -31,6 +31,7 @@ from ..data import TextEmbeddingCache, TextImageCollator, find_emoji_font
 from ..data.order import collate_images_and_texts, mix_seed
 from ..Imagen import Imagen
 from ..utils import get_device, image_grid, set_seed
+from ..validation import check_device
 from .build import build_imagen, make_optimizer, make_scheduler, resolve_precision
 from .config import TrainConfig, check_resumable
 from .data import build_dataset, default_sample_captions, step_dataloader, warm_cache
@@ -75,9 +76,7 @@ class Trainer:
 
         # Device and precision. accelerate runs as one plain process without any configuration, and
         # as one process per GPU under `accelerate launch`.
-        device = get_device() if config.device == "auto" else torch.device(config.device)
-        if config.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device: CUDA is not available on this machine")
+        device = get_device() if config.device == "auto" else check_device(config.device, "device")
         self.precision = resolve_precision(config.precision, device)
         # step_scheduler_with_optimizer=False: we step the LR scheduler once per optimizer step
         # ourselves; accelerate's default would step it once per process, speeding up warm-up.
