@@ -172,7 +172,8 @@ def _one_or_list(check):
     return lambda v: check(v) or (isinstance(v, list) and len(v) > 0 and all(check(x) for x in v))
 
 
-# The JSON form of each setting under "imagen" in config.json (what Imagen(**config["imagen"]) takes).
+# The JSON form of each setting under "imagen" in config.json (what Imagen(**config["imagen"]) takes). A new
+# Imagen setting needs its line here (tests/test_validation.py checks that every one has), or it is refused.
 IMAGEN_CONFIG_FORMS = {
     "image_sizes": (lambda v: isinstance(v, list) and v and all(_is_int(x) and x > 0 for x in v),
                     "a list of positive integers, one per U-Net"),

@@ -198,3 +198,13 @@ def test_sample_cli_refuses_an_out_that_is_a_file_before_sampling(tmp_path, caps
     (tmp_path / "pictures").write_text("not a folder")
     assert sample.main(["a red circle", "--out", str(tmp_path / "pictures")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_every_imagen_setting_has_its_json_form_in_checkpoint_py():
+    # A new Imagen setting needs its line in IMAGEN_CONFIG_FORMS, or folders saved with it are refused.
+    import inspect
+
+    from minimagen.checkpoint import IMAGEN_CONFIG_FORMS
+
+    settings = set(inspect.signature(Imagen.__init__).parameters) - {"self", "unets"}
+    assert settings == set(IMAGEN_CONFIG_FORMS)

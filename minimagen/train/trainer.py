@@ -281,7 +281,7 @@ class Trainer:
         # The end of a U-Net's block is a natural resting point: keep it, and show what it learnt.
         if self.last_checkpoint_step != self.global_step:
             self.save_checkpoint()
-        if self.last_sample_step != self.global_step:
+        if self.last_sample_step != self.global_step and self._stop.signal is None:  # a signal asks for a quick end
             self.save_samples(unet_number)
         return finished
 
