@@ -20,6 +20,11 @@ this checkout on PYTHONPATH, so the notebooks import this checkout's minimagen.
     python benchmarks/notebook_times.py '0[1-5]*'           # a selection (glob on the file name)
     python benchmarks/notebook_times.py --threads 1         # one thread in the kernel (busy machine)
     python benchmarks/notebook_times.py --keep /tmp/executed    # also keep the executed copies there
+    python benchmarks/notebook_times.py --write-docs        # and quote the figures in the README and headers
+
+The figures are the one source of the course's run times: --write-docs (all notebooks, all passed) puts
+each notebook's seconds into the README's table and into the notebook's own first cell, with the
+machine and the thread count, and tests/test_project_setup.py checks that the three agree.
 """
 
 import argparse
@@ -39,6 +44,48 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NOTEBOOKS = ROOT / "notebooks"
 DEFAULT_OUT = HERE / "results" / "notebook_times.json"
+
+# How the figures are quoted: a notebook's header sentence, and its README row's last column.
+HEADER = re.compile(r"Runs in [^\n]*? on [^\n]*?CPU[^\n]*?\.(?=\s|$)")
+ROW = re.compile(r"^(\| (\d\d) \| .*\| )~?\d+ s \|$", re.M)
+SUMMARY = re.compile(r"All ten run top to bottom in [^\n]*\n[^\n]*?notebook's time\)\.")
+
+
+def machine_name():
+    """The CPU's model name (from /proc/cpuinfo on Linux, else platform.processor()) and its core count."""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{os.cpu_count()}-core {model}"
+
+
+def header_sentence(seconds, report):
+    return f"Runs in about {round(seconds)} s on a {report['machine']} CPU ({report['kernel_threads']} threads)."
+
+
+def write_docs(report):
+    """Quote the figures of a full, passing run in README.md's table and in each notebook's first cell."""
+    import nbformat
+
+    if report["pattern"] or report["passed"] != len(report["notebooks"]):
+        raise SystemExit("--write-docs needs every notebook, all passing")
+    seconds = {r["notebook"][:2]: r["seconds"] for r in report["notebooks"]}
+    readme_path = ROOT / "README.md"
+    readme = ROW.sub(lambda m: f"{m.group(1)}~{round(seconds[m.group(2)])} s |", readme_path.read_text())
+    readme = SUMMARY.sub(f"All ten run top to bottom in {report['total_s']:.0f} s on a {report['machine']} CPU "
+                         f"({report['kernel_threads']} threads, measured {report['date']}; `python\n"
+                         f"benchmarks/notebook_times.py --write-docs` prints each notebook's time).", readme)
+    readme_path.write_text(readme)
+    for r in report["notebooks"]:
+        path = NOTEBOOKS / r["notebook"]
+        nb = nbformat.read(path, as_version=4)
+        first = nb.cells[0]
+        if not HEADER.search(first.source):
+            raise SystemExit(f"{path.name}: its first cell has no 'Runs in ... CPU ...' sentence to update")
+        first.source = HEADER.sub(header_sentence(r["seconds"], report), first.source)
+        nbformat.write(nb, path)
+    print(f"quoted the figures in README.md and the first cell of {len(report['notebooks'])} notebooks")
 
 
 def select(pattern):
@@ -93,12 +140,14 @@ def run_one(path, timeout, kernel_name):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pattern", nargs="?", default=None, help="glob on the notebook file names, e.g. '0[1-5]*' (default all)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="OMP_NUM_THREADS and MKL_NUM_THREADS for the kernel (default: inherited, torch's own choice)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="OMP_NUM_THREADS and MKL_NUM_THREADS for the kernel (default: one per CPU)")
     p.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run (default 1800)")
     p.add_argument("--kernel", default=None, help="kernel name (default: the notebook's kernelspec)")
     p.add_argument("--keep", help="also copy the executed notebooks into this folder (never notebooks/)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the figures ('' = do not write)")
+    p.add_argument("--write-docs", action="store_true",
+                   help="quote the figures in README.md's table and each notebook's header (all notebooks only)")
     args = p.parse_args(argv)
 
     names = select(args.pattern)
@@ -108,12 +157,13 @@ def main(argv=None):
         raise SystemExit("--keep must not be the notebooks folder: the notebooks are never overwritten")
 
     # The kernel inherits this environment.
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be a positive integer, got {args.threads}")
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    threads = int(os.environ["OMP_NUM_THREADS"])
 
     load_before = os.getloadavg()
     print(f"{len(names)} notebook(s); kernel threads {threads}; load average {load_before[0]:.2f} "
@@ -151,11 +201,14 @@ def main(argv=None):
     import nbclient
     import nbconvert
 
-    report = dict(pattern=args.pattern, kernel_threads=threads, timeout=args.timeout, python=platform.python_version(),
+    report = dict(pattern=args.pattern, kernel_threads=threads, machine=machine_name(),
+                  date=datetime.now().strftime("%Y-%m-%d"), timeout=args.timeout, python=platform.python_version(),
                   nbclient=nbclient.__version__, nbconvert=nbconvert.__version__, cpus=os.cpu_count(),
                   loadavg_before=load_before, loadavg_after=load_after, total_s=sum(r["seconds"] for r in results),
                   wall_s=total, passed=passed, notebooks=results)
     write_report(report, args.out)
+    if args.write_docs:
+        write_docs(report)
     return report
 
 

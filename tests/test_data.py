@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+import minimagen.data.emoji as emoji_module
+
 from minimagen.data import (
     COLOURS,
     HELD_OUT,
@@ -195,11 +197,16 @@ def test_scorer_finds_no_foreground_in_flat_image():
 
 @pytest.fixture(scope="module")
 def emoji():
-    try:
-        find_emoji_font()
-    except FileNotFoundError:
-        pytest.skip("Noto Color Emoji font not installed")
     return EmojiDataset(size=32)
+
+
+@pytest.fixture
+def no_font(monkeypatch):
+    """A machine without the Noto Color Emoji font."""
+    def missing():
+        raise FileNotFoundError("Noto Color Emoji font not found. Install it with `sudo apt-get install "
+                                "fonts-noto-color-emoji`")
+    monkeypatch.setattr(emoji_module, "find_emoji_font", missing)
 
 
 def test_emoji_captions_are_lowercased_unicode_names(emoji):
@@ -223,6 +230,31 @@ def test_emoji_include_names_selects_those(emoji):
     assert ds.captions() == emoji.names[:3] and ds[2][1] == emoji.names[2]
     with pytest.raises(ValueError, match="include_names"):
         EmojiDataset(size=16, include_names=["no such emoji"])
+
+
+def test_emoji_up_to_64_px_need_no_font(no_font):
+    ds = EmojiDataset(size=64)
+    assert ds.font_path is None and len(ds) > 1000
+    image, caption = ds[ds.names.index("red apple")]
+    red, green = image[0].mean(), image[1].mean()
+    assert image.shape == (3, 64, 64) and red > green, caption  # an apple, and a red one
+
+
+def test_emoji_above_64_px_without_the_font_say_how_to_install(no_font):
+    with pytest.raises(FileNotFoundError, match="shipped emoji are 64 px.*apt-get install fonts-noto-color-emoji"):
+        EmojiDataset(size=96)
+
+
+def test_shipped_emoji_are_the_fonts_rendering_at_64_px():
+    try:
+        font_path = find_emoji_font()
+    except FileNotFoundError:
+        pytest.skip("compares the shipped emoji with the font: install fonts-noto-color-emoji to run it")
+    shipped, rendered = EmojiDataset(size=64), EmojiDataset(size=64, font_path=font_path)
+    if shipped.codepoints != rendered.codepoints:
+        pytest.skip("this font is another version than the one the shipped emoji were rendered from")
+    for i in (0, 500, len(shipped) - 1):
+        assert torch.equal(shipped[i][0], rendered[i][0]), shipped.names[i]
 
 
 def test_emoji_missing_font_error_says_how_to_install(tmp_path):

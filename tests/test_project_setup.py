@@ -1,4 +1,5 @@
 """The project's own set-up files agree with each other."""
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -54,13 +55,26 @@ def test_torch_has_an_upper_bound_so_pip_keeps_the_installed_build():
     assert "<" in _pyproject_requirements()["torch"]
 
 
-def test_ci_runs_the_test_command_written_in_the_readme():
+def _readme_command(marker):
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- test-command -->\s*```bash\n(.+?)\n```\s*<!-- /test-command -->", readme, re.S)
-    assert block, "README.md must hold the test command between <!-- test-command --> markers"
+    block = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```\s*<!-- /{marker} -->", readme, re.S)
+    assert block, f"README.md must hold a bash block between <!-- {marker} --> markers"
+    return block.group(1)
+
+
+def test_readme_set_up_installs_the_cpu_torch_before_the_project():
+    setup = _readme_command("setup-command")
+    assert "torch==2.13.0" in setup.split('-e ".[notebooks,test]"')[0]
+
+
+def test_ci_runs_the_readme_set_up_and_test_commands_and_nothing_else():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "torch==2.13.0" in ci.split("-e \".[notebooks,test]\"")[0], "CI must install torch before the project"
-    assert "<!-- test-command -->" in ci
+    # The commands CI evaluates are read from the README itself ...
+    evaluated = re.findall(r"readme_block ([\w-]+)", ci)
+    assert evaluated == ["setup-command", "test-command"]
+    _readme_command("setup-command"), _readme_command("test-command")
+    # ... and CI installs nothing the README does not say.
+    assert not re.search(r"pip install|apt-get|conda ", ci)
 
 
 def test_readme_table_lists_every_notebook():
@@ -69,3 +83,19 @@ def test_readme_table_lists_every_notebook():
     assert notebooks, "the course has notebooks"
     missing = [name for name in notebooks if name not in readme]
     assert missing == []
+
+
+def test_notebook_times_in_readme_and_headers_are_the_measured_ones():
+    """benchmarks/notebook_times.py --write-docs is the one source: README row, header and JSON agree."""
+    report = json.loads((ROOT / "benchmarks" / "results" / "notebook_times.json").read_text())
+    measured = {r["notebook"]: round(r["seconds"]) for r in report["notebooks"]}
+    assert sorted(measured) == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]*.ipynb"))
+    readme = (ROOT / "README.md").read_text()
+    for name, seconds in measured.items():
+        row = re.search(rf"^\| {name[:2]} \| .*\| ~(\d+) s \|$", readme, re.M)
+        assert row and int(row.group(1)) == seconds, f"README row of {name}"
+        header = "".join(json.loads((ROOT / "notebooks" / name).read_text())["cells"][0]["source"])
+        expected = (f"Runs in about {seconds} s on a {report['machine']} CPU "
+                    f"({report['kernel_threads']} threads).")
+        assert expected in header, f"{name}'s first cell should say: {expected}"
+    assert f"All ten run top to bottom in {report['total_s']:.0f} s" in readme

@@ -1,23 +1,36 @@
-"""Emoji rendered from the Noto Color Emoji font, captioned with their Unicode names.
+"""Emoji of the Noto Color Emoji font, captioned with their Unicode names.
 
-A few thousand small, colourful, varied pictures with short captions ("red apple", "sailboat"):
-a step up from shapes that still needs no download beyond a system font package. Item i ->
-(image (3, size, size) float in [0, 1], caption str).
+About 1,300 small, colourful, varied pictures with short captions ("red apple", "sailboat"): a
+step up from shapes that needs no download. Item i -> (image (3, size, size) float in [0, 1],
+caption str).
+
+The package ships every emoji already rendered at 64 px (emoji_atlas/, made from Debian 12's font
+by tools/make_emoji_atlas.py, with the font's licence), so sizes up to 64 need no font and give
+the same pixels on every machine. Larger sizes, or an explicit font_path=, render from the font.
 
 Noto Color Emoji is a bitmap (CBDT) font: its glyphs are 136x128 PNGs, so FreeType only loads it
 at the one size they were drawn for (109 px) and Pillow must be told to draw the colour bitmap
 (`embedded_color=True`) onto an RGBA canvas.
 """
 import functools
+import json
 import os
 import shutil
 import subprocess
 import unicodedata
+from pathlib import Path
 
+import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
 
 from .transforms import to_square_tensor
+
+# The shipped renderings: ATLAS_SIZE px tiles, COLUMNS a row (see tools/make_emoji_atlas.py).
+ATLAS_DIR = Path(__file__).resolve().parent / "emoji_atlas"
+ATLAS_SIZE = 64
+COLUMNS = 40
 
 # The only size a CBDT font can be opened at; other sizes raise "invalid pixel size".
 NOTO_PIXEL_SIZE = 109
@@ -51,6 +64,18 @@ INSTALL_HINT = (
     "Colab, as `!sudo apt-get install fonts-noto-color-emoji`), or pass font_path= pointing "
     "at NotoColorEmoji.ttf"
 )
+
+
+@functools.lru_cache(maxsize=None)
+def load_atlas():
+    """(tiles uint8 (n, ATLAS_SIZE, ATLAS_SIZE, 3), code points tuple, captions tuple), read once."""
+    index = json.loads((ATLAS_DIR / f"emoji_{ATLAS_SIZE}.json").read_text())
+    with Image.open(ATLAS_DIR / f"emoji_{ATLAS_SIZE}.webp") as image:
+        pixels = np.asarray(image.convert("RGB"))
+    n, s = len(index["codepoints"]), ATLAS_SIZE
+    # (rows*s, COLUMNS*s, 3) -> (rows*COLUMNS, s, s, 3), then drop the blank tiles after the last emoji.
+    tiles = rearrange(pixels, "(r h) (c w) ch -> (r c) h w ch", h=s, w=s)[:n]
+    return tiles, tuple(index["codepoints"]), tuple(index["captions"])
 
 
 def find_emoji_font():
@@ -126,33 +151,44 @@ def render_emoji(cp, font_path, margin=0.06):
 class EmojiDataset(torch.utils.data.Dataset):
     """Emoji on white; item i -> (image (3, size, size) float in [0, 1], caption str).
 
-    font_path: NotoColorEmoji.ttf; found automatically when None. include_names: optional list of
-    captions ("red apple", ...) to keep only those emoji; ValueError lists any not found.
+    Sizes up to 64 read the shipped renderings (no font needed, the same pixels everywhere).
+    font_path: NotoColorEmoji.ttf to render from instead (needed for sizes above 64; found
+    automatically there when None). include_names: optional list of captions ("red apple", ...)
+    to keep only those emoji; ValueError lists any not found.
     Attributes: codepoints (tuple of ints) and names (their captions), in code point order.
     """
 
     def __init__(self, size=64, font_path=None, include_names=None):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive int (pixels per side), got {size!r}")
-        if font_path is None:
-            font_path = find_emoji_font()
-        elif not os.path.isfile(os.path.expanduser(str(font_path))):
-            raise FileNotFoundError(f"font_path={str(font_path)!r} does not exist. {INSTALL_HINT}.")
-        self.font_path = os.path.abspath(os.path.expanduser(str(font_path)))
         self.size = size
-        codepoints = usable_codepoints(self.font_path)
+        self.font_path = None
+        if font_path is None and size <= ATLAS_SIZE:
+            _, codepoints, names = load_atlas()
+        else:
+            if font_path is None:
+                try:
+                    font_path = find_emoji_font()
+                except FileNotFoundError as e:
+                    raise FileNotFoundError(f"EmojiDataset(size={size}) renders from the font: the shipped "
+                                            f"emoji are {ATLAS_SIZE} px. {e}") from None
+            elif not os.path.isfile(os.path.expanduser(str(font_path))):
+                raise FileNotFoundError(f"font_path={str(font_path)!r} does not exist. {INSTALL_HINT}.")
+            self.font_path = os.path.abspath(os.path.expanduser(str(font_path)))
+            codepoints = usable_codepoints(self.font_path)
+            names = tuple(emoji_caption(cp) for cp in codepoints)
+        self._tile = {cp: i for i, cp in enumerate(codepoints)}  # code point -> atlas tile
         if include_names is not None:
-            by_name = {emoji_caption(cp): cp for cp in codepoints}
+            by_name = dict(zip(names, codepoints))
             missing = [n for n in include_names if n not in by_name]
             if missing:
-                raise ValueError(f"include_names has names with no usable emoji in this font: "
-                                 f"{missing[:10]}; names are lowercased Unicode names like "
-                                 f"'red apple'")
-            codepoints = tuple(by_name[n] for n in include_names)
+                raise ValueError(f"include_names has names with no usable emoji: {missing[:10]}; "
+                                 f"names are lowercased Unicode names like 'red apple'")
+            codepoints, names = tuple(by_name[n] for n in include_names), tuple(include_names)
         if not codepoints:
             raise ValueError(f"no usable emoji found in font_path={self.font_path!r}")
-        self.codepoints = codepoints
-        self.names = [emoji_caption(cp) for cp in codepoints]
+        self.codepoints = tuple(codepoints)
+        self.names = list(names)
 
     def __len__(self):
         return len(self.codepoints)
@@ -164,5 +200,8 @@ class EmojiDataset(torch.utils.data.Dataset):
         return list(self.names)
 
     def __getitem__(self, i):
-        image = render_emoji(self.codepoints[i], self.font_path)
+        if self.font_path is None:
+            image = Image.fromarray(load_atlas()[0][self._tile[self.codepoints[i]]])
+        else:
+            image = render_emoji(self.codepoints[i], self.font_path)
         return to_square_tensor(image, self.size), self.names[i]

@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointError, atomic_write
-from ..data import TextEmbeddingCache, TextImageCollator, find_emoji_font
+from ..data import TextEmbeddingCache, TextImageCollator
 from ..data.order import collate_images_and_texts, mix_seed
 from ..Imagen import Imagen
 from ..utils import get_device, image_grid, set_seed
@@ -69,8 +69,6 @@ class Trainer:
         if config.data == "custom" and dataset is None:
             raise ValueError("this run trains on a dataset given from Python (data='custom'): pass it again, "
                              "Trainer(config, dataset=...)")
-        if config.data == "emoji":
-            find_emoji_font()  # FileNotFoundError with the install command, before anything else happens
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
 
