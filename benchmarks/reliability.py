@@ -30,6 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import write_report  # noqa: E402
 
 from minimagen.checkpoint import CheckpointError, load_model_folder  # noqa: E402
 from minimagen.train import CHECKPOINT_NAME, MODEL_DIR, read_checkpoint, read_checkpoint_meta  # noqa: E402
@@ -117,6 +120,8 @@ def main() -> int:
     parser.add_argument("--intervals", default="5,20", help="checkpoint intervals to try (default 5,20)")
     parser.add_argument("--kills", type=int, default=3, help="interruptions per run (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the moments of the kills")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "reliability.json"),
+                        help="where to write the figures as JSON ('' for nowhere)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     total = sum(int(s) for s in args.steps.split(","))
@@ -187,6 +192,11 @@ def main() -> int:
         where = "between the weights and config.json" if crash_at == "config" else "before the final export"
         print(f"  export killed {where}: exit {code}, model/ {'broken or stale' if broken else 'intact'} after the "
               f"crash, {'repaired' if repaired else 'NOT repaired'} by --resume")
+    write_report({"steps": args.steps, "kills_per_run": args.kills, "seed": args.seed, "seconds": round(
+        time.monotonic() - start), **counts, "steps_lost": {f"{kind} every {every}": values
+                                                          for (kind, every), values in sorted(lost.items())},
+        "export_crashes": [dict(crash_at=c, exit=code, broken_after_crash=b, repaired=r)
+                           for c, code, b, r in export_results]}, args.json)
     return 1 if counts["lost_runs"] else 0
 
 

@@ -226,18 +226,24 @@ def _signal_at_step(monkeypatch, step: int, signum):
     return original
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path, cache_dir, monkeypatch,
-                                                                              signum):
-    full = fit(tiny(tmp_path / "full", cache_dir, steps=(3, 2)))
-    original = _signal_at_step(monkeypatch, 1, signum)
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path, cache_dir, monkeypatch):
+    full = fit(tiny(tmp_path / "full", cache_dir, steps=(2, 1)))
+    original = _signal_at_step(monkeypatch, 1, signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as info:
-        fit(tiny(tmp_path / "cut", cache_dir, steps=(3, 2)))
+        fit(tiny(tmp_path / "cut", cache_dir, steps=(2, 1)))
     monkeypatch.setattr(Trainer, "compute_loss", original)
-    assert info.value.signal == signum and info.value.step == 2
+    assert info.value.signal == signal.SIGTERM and info.value.step == 2
     assert read_checkpoint_meta(tmp_path / "cut" / CHECKPOINT_NAME)["steps_done"] == [2, 0]
     resumed = fit(resolve_config(dict(out_dir=str(tmp_path / "cut"), resume=True)))
     assert _same_weights(resumed.imagen, full.imagen)
+
+
+def test_ctrl_c_stops_training_the_same_way(tmp_path, cache_dir, monkeypatch):
+    _signal_at_step(monkeypatch, 0, signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(tiny(tmp_path / "run", cache_dir, steps=(3, 0)))
+    assert info.value.signal == signal.SIGINT and info.value.step == 1
+    assert read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)["steps_done"] == [1, 0]
 
 
 def test_the_cli_says_how_to_resume_after_sigterm_and_exits_143(tmp_path, cache_dir, monkeypatch, capsys):

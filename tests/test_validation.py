@@ -208,3 +208,13 @@ def test_every_imagen_setting_has_its_json_form_in_checkpoint_py():
 
     settings = set(inspect.signature(Imagen.__init__).parameters) - {"self", "unets"}
     assert settings == set(IMAGEN_CONFIG_FORMS)
+
+
+def test_a_trainer_given_an_empty_dataset_refuses_it_before_writing_anything(tmp_path):
+    from minimagen.train import TrainConfig, Trainer
+
+    out = tmp_path / "run"
+    config = TrainConfig.from_preset("tiny", out_dir=str(out), text_cache_dir=str(tmp_path / "cache"), progress=False)
+    with pytest.raises(ValueError, match="length 0"):
+        Trainer(config, dataset=[]).fit()
+    assert not out.exists()
