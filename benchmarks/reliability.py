@@ -159,7 +159,8 @@ def main() -> int:
                     run_until(cmd, out, None, None)
                 counts["resumes"] += 1
                 tensors = read_checkpoint(out / CHECKPOINT_NAME)[0]
-                exact = same_tensors(tensors, references[every][0]) and same_model(out / MODEL_DIR, references[every][1])
+                reference_tensors, reference_model = references[every]
+                exact = same_tensors(tensors, reference_tensors) and same_model(out / MODEL_DIR, reference_model)
                 counts["exact"] += exact
                 counts["lost_runs"] += not exact
 

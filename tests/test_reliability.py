@@ -22,7 +22,8 @@ from minimagen.Imagen import Imagen
 from minimagen.train import (CHECKPOINT_NAME, MODEL_DIR, RunExistsError, TrainConfig, Trainer, TrainingDivergedError,
                              main, read_checkpoint_meta, resolve_config)
 from minimagen.train.cli import export_run
-from minimagen.train.state import (PREVIOUS_CHECKPOINT_NAME, REPLACED_DIR, RunLock, RunLockedError, set_aside_run)
+from minimagen.train.lock import RunLock, RunLockedError
+from minimagen.train.state import PREVIOUS_CHECKPOINT_NAME, REPLACED_DIR, set_aside_run
 from minimagen.train.stops import TrainingInterrupted
 
 

@@ -15,6 +15,7 @@ One batch's way, from the command line to an optimizer step:
     data.py      the data set config.data names and its DataLoader, in minimagen.data.order's order
     state.py     the run folder: checkpoint.safetensors, model/, log.jsonl, samples/ (its docstring
                  lists them and the checkpoint format), the random-number states, the folder's lock
+    lock.py      one trainer per run folder (fcntl lock on out/.lock, naming its holder)
     stops.py     how a run ends early: SIGINT/SIGTERM (after the step, with a checkpoint), a NaN loss
 
 Exact resume. A resumed run ends with bit-identical weights to an uninterrupted one because
@@ -35,8 +36,8 @@ from .config import (CHOICES, DATA_KINDS, DEVICES, LR_SCHEDULES, PRECISIONS, PRE
                      check_resumable, resolve_config)
 from .data import build_dataset, default_sample_captions
 from .state import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION, LOG_NAME, METADATA_KEY, MODEL_DIR,
-                    SAMPLES_DIR, RunExistsError, RunLockedError, read_checkpoint, read_checkpoint_meta,
-                    write_checkpoint)
+                    SAMPLES_DIR, RunExistsError, read_checkpoint, read_checkpoint_meta, write_checkpoint)
+from .lock import RunLockedError
 from .stops import TrainingInterrupted
 from .trainer import Trainer, TrainingDivergedError
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, load_weights
 from ..Imagen import Imagen
 from .config import CHOICES, PRESETS, TrainConfig, resolve_config
-from .state import CHECKPOINT_NAME, MODEL_DIR, RunLockedError, read_checkpoint
+from .lock import RunLockedError
+from .state import CHECKPOINT_NAME, MODEL_DIR, read_checkpoint
 from .stops import exit_code
 from .trainer import Trainer, TrainingDivergedError
 

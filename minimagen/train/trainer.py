@@ -36,7 +36,8 @@ from .build import build_imagen, make_optimizer, make_scheduler, resolve_precisi
 from .config import TrainConfig, check_resumable
 from .data import build_dataset, default_sample_captions, step_dataloader, warm_cache
 from .stops import StopOnSignal, TrainingDivergedError, TrainingInterrupted, diverged
-from .state import (CHECKPOINT_NAME, MODEL_DIR, SAMPLES_DIR, RunExistsError, RunLock, append_log,
+from .lock import RunLock
+from .state import (CHECKPOINT_NAME, MODEL_DIR, SAMPLES_DIR, RunExistsError, append_log,
                     discard_replaced_run, file_id, load_training_state, model_matches, open_run, prepare_out_dir,
                     remove_temporary_files, restore_replaced_run, training_state, write_checkpoint)
 
@@ -200,8 +201,9 @@ class Trainer:
         if self.last_sample_step != self.global_step and trained:
             self.save_samples(max(trained))
         if self.is_main:
-            status = ", ".join(f"U-Net {u} {self.steps_done[u - 1]}/{targets[u - 1]}" for u in range(1, cfg.num_unets + 1))
-            left = [u for u in range(1, cfg.num_unets + 1) if self.steps_done[u - 1] < targets[u - 1]]
+            every = range(1, cfg.num_unets + 1)
+            status = ", ".join(f"U-Net {u} {self.steps_done[u - 1]}/{targets[u - 1]}" for u in every)
+            left = [u for u in every if self.steps_done[u - 1] < targets[u - 1]]
             why = ("time limit reached; continue with --resume" if out_of_time else
                    f"done with U-Net {cfg.unet}; U-Net {', '.join(map(str, left))} not finished: continue with "
                    f"--resume" if left else "done")
