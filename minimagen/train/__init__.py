@@ -38,8 +38,8 @@ from .data import build_dataset, default_sample_captions
 from .state import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION, LOG_NAME, METADATA_KEY, MODEL_DIR,
                     SAMPLES_DIR, RunExistsError, read_checkpoint, read_checkpoint_meta, write_checkpoint)
 from .lock import RunLockedError
-from .stops import TrainingInterrupted
-from .trainer import Trainer, TrainingDivergedError
+from .stops import TrainingDivergedError, TrainingInterrupted
+from .trainer import Trainer
 
 __all__ = [
     "TrainConfig", "PRESETS", "RESUMABLE_FIELDS", "CHOICES", "DATA_KINDS", "DEVICES", "LR_SCHEDULES", "PRECISIONS",

@@ -18,8 +18,8 @@ from ..Imagen import Imagen
 from .config import CHOICES, PRESETS, TrainConfig, resolve_config
 from .lock import RunLockedError
 from .state import CHECKPOINT_NAME, MODEL_DIR, read_checkpoint
-from .stops import exit_code
-from .trainer import Trainer, TrainingDivergedError
+from .stops import TrainingDivergedError, exit_code
+from .trainer import Trainer
 
 CLI_METAVARS = {"steps": "N[,N]", "unets": "NAME,NAME", "image_sizes": "N,N", "unet_dims": "N,N",
                 "adam_betas": "B1,B2", "time_limit": "MINUTES", "data": "SPEC", "out_dir": "DIR",

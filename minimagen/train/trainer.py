@@ -35,7 +35,7 @@ from ..validation import check_device
 from .build import build_imagen, make_optimizer, make_scheduler, resolve_precision
 from .config import TrainConfig, check_resumable
 from .data import build_dataset, default_sample_captions, step_dataloader, warm_cache
-from .stops import StopOnSignal, TrainingDivergedError, TrainingInterrupted, diverged
+from .stops import StopOnSignal, TrainingInterrupted, diverged
 from .lock import RunLock
 from .state import (CHECKPOINT_NAME, MODEL_DIR, SAMPLES_DIR, RunExistsError, append_log,
                     discard_replaced_run, file_id, load_training_state, model_matches, open_run, prepare_out_dir,
