@@ -64,7 +64,7 @@ def _readme_command(marker):
 
 def test_readme_set_up_installs_the_cpu_torch_before_the_project():
     setup = _readme_command("setup-command")
-    assert "torch==2.13.0" in setup.split('-e ".[notebooks,test]"')[0]
+    assert "torch==2.13.0" in setup.split('-e ".[notebooks,test,docs]"')[0]
 
 
 def test_ci_runs_the_readme_set_up_and_test_commands_and_nothing_else():

@@ -1,23 +1,24 @@
 #!/usr/bin/env python
 """Generate the exercise and solution notebooks from their single source.
 
-Each topic is written once, in exercises/source/NN_topic.ipynb, with the answers marked the
-nbgrader way inside code cells:
+Each topic is written once, in course_src/exercises/NN_topic.ipynb (outside exercises/, so the
+folder a learner opens holds no answers), with the answers marked the nbgrader way inside code cells:
 
-    def my_q_sample(x_start, t, noise, schedule):
+    def my_q_sample_from(x_s, s, t, noise, schedule):
         \"\"\"...\"\"\"
-        ### BEGIN SOLUTION (Exercise 1.3: x_t = sqrt(alphas_cumprod[t]) x_start + sqrt(1 - alphas_cumprod[t]) noise)
-        a = schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
-        return a.sqrt() * x_start + (1 - a).sqrt() * noise
+        ### BEGIN SOLUTION (Exercise 1.3: in words, what to compute and which equation of the notebook to use)
+        ...the answer...
         ### END SOLUTION
 
-From it this script writes
+The text in the marker is the learner's first hint, so it says in words what to compute, never the
+code; a collapsed "Hint" (`<details>`) in the markdown above gives the stronger nudge. From the
+source this script writes
   exercises/NN_topic.ipynb  each region replaced by
-                            `raise NotImplementedError("Exercise 1.3: x_t = ...")` (same indentation),
-                            no outputs, no execution counts;
+                            `raise NotImplementedError("Exercise 1.3: in words, ...")` (same
+                            indentation), no outputs, no execution counts;
   solutions/NN_topic.ipynb  the marker lines removed, executed with nbclient (cwd = solutions/) so
                             that it carries its outputs (nbval compares them in CI).
-In both, links to exercises/source/ in markdown (the Colab badge) point to the copy itself, and a
+In both, links to course_src/exercises/ in markdown (the Colab badge) point to the copy itself, and a
 title starting with "# Exercises" reads "# Solutions" in the solution copy.
 
 Usage
@@ -25,8 +26,10 @@ Usage
     python tools/make_exercises.py 01 06      only these topics (number or file name prefix)
     python tools/make_exercises.py --no-execute   write the copies, keep the solutions' old outputs
                                                   when their sources did not change
-    python tools/make_exercises.py --check    exit 1 if a committed copy is stale: compares cell
-                                              sources only, executes nothing (fast; used by tests)
+    python tools/make_exercises.py --check    exit 1 if a committed copy is stale (compares cell
+                                              sources only, executes nothing; fast, used by tests) or
+                                              an answer line can be read in an exercise copy or
+                                              verbatim in the course notebook of the same number
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIR = ROOT / "exercises" / "source"
+SOURCE_DIR = ROOT / "course_src" / "exercises"
 EXERCISE_DIR = ROOT / "exercises"
 SOLUTION_DIR = ROOT / "solutions"
 NAME_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
@@ -97,7 +100,7 @@ def _quote(text: str) -> str:
 
 
 def _rewrite_markdown(text: str, kind: str, first: bool) -> str:
-    text = text.replace("exercises/source/", f"{kind}/")
+    text = text.replace("course_src/exercises/", f"{kind}/")
     if first and kind == "solutions":
         text = re.sub(r"^# Exercises\b", "# Solutions", text, count=1)
     return text
@@ -163,6 +166,30 @@ def execute(nb, timeout: int = 120):
     return nb
 
 
+def _answer_lines(solution, exercise) -> list[str]:
+    """Code lines the solution has and the exercise lacks (whitespace removed, >= 12 characters): the answers."""
+    def lines(nb):
+        return {re.sub(r"\s+", "", line) for cell in nb.cells if cell.cell_type == "code"
+                for line in cell.source.splitlines()}
+    return sorted(line for line in lines(solution) - lines(exercise)
+                  if len(line) >= 12 and not line.startswith(("#", "print(")))
+
+
+def leaks(source_path: Path) -> list[str]:
+    """Answer lines of one topic that the learner can read: in the exercise copy (a hint, a message, the
+    markdown) or verbatim in the course notebook of the same number. Empty when the exercises need thought."""
+    exercise, solution, _ = build(source_path)
+    found = []
+    course = sorted((ROOT / "notebooks").glob(f"{source_path.name[:2]}_*.ipynb"))
+    places = [("the exercise copy", exercise)] + [(f"notebooks/{p.name}", nbformat.read(p, as_version=NB_VERSION))
+                                                  for p in course]
+    for where, nb in places:
+        text = re.sub(r"\s+", "", "\n".join(cell.source for cell in nb.cells))
+        found += [f"{source_path.name}: answer line in {where}: {line[:70]}"
+                  for line in _answer_lines(solution, exercise) if line in text]
+    return found
+
+
 def check(selection=()) -> list[str]:
     """Problems with the committed copies (empty when they are up to date). Executes nothing."""
     problems = []
@@ -175,6 +202,7 @@ def check(selection=()) -> list[str]:
         except SourceError as error:
             problems.append(str(error))
             continue
+        problems += leaks(path)
         for kind, generated in (("exercises", exercise), ("solutions", solution)):
             target = ROOT / kind / path.name
             rel = target.relative_to(ROOT)
@@ -231,12 +259,14 @@ def main(argv=None) -> int:
     if args.check:
         problems = check(args.topics)
         if problems:
-            print("The exercise/solution notebooks are out of date with exercises/source/:", file=sys.stderr)
+            print(f"The exercise/solution notebooks do not match {SOURCE_DIR.relative_to(ROOT)}/ or give answers away:",
+                  file=sys.stderr)
             for problem in problems:
                 print(f"  - {problem}", file=sys.stderr)
-            print("Regenerate them with: python tools/make_exercises.py", file=sys.stderr)
+            print("Regenerate stale copies with: python tools/make_exercises.py; reword a source whose answer "
+                  "line can be read (a hint says in words what to compute, never the code)", file=sys.stderr)
             return 1
-        print(f"exercises/ and solutions/ are up to date with exercises/source/ ({len(sources(args.topics))} topics)")
+        print(f"exercises/ and solutions/ are up to date with {SOURCE_DIR.relative_to(ROOT)}/ ({len(sources(args.topics))} topics)")
         return 0
     try:
         generate(args.topics, run=not args.no_execute)

@@ -3,9 +3,9 @@
 A checker is `func(fn) -> pass message`, wrapped by `_checker`, which prints ONE line and returns True
 (it matches) or False:
 
-    ✓ check_q_sample: matches minimagen (max |diff| < 1e-6)
-    ✗ check_q_sample: x_t off by up to 0.62 (worst at [3, 1, 4, 7]: got 0.25, expected 0.87) — missing sqrt ...
-    ✗ Exercise 1.3 is not done yet: write x_t = sqrt(alphas_cumprod[t]) x_start + ...
+    ✓ check_posterior: matches minimagen: mean and var (max |diff| < 1e-6)
+    ✗ check_forward_jump: x_t off by up to 0.62 (worst at [3, 1, 4, 7]: got 0.25, expected 0.87) — missing sqrt ...
+    ✗ Exercise 1.3 is not done yet: <the blank's message>
 
 Inside a checker, `_call` runs the learner's function (a NotImplementedError becomes "not done yet",
 any other error one line with a hint from the table below), `_compare` compares its tensor with the
@@ -127,12 +127,15 @@ def _diff_text(diff: float) -> str:
 
 
 def _compare(got, expected: torch.Tensor, *, what: str, variants=(), atol: float = 1e-5, rtol: float = 1e-4,
-             shape_hint=None, nan_hint=None) -> float:
+             shape_hint=None, nan_hint=None, cause=None) -> float:
     """Compare the learner's tensor with the reference; return max |diff| or raise _Failed with a hint.
 
     variants: (tensor or zero-argument callable, hint) pairs, known wrong answers tried in order when
-    the values are off. shape_hint(got) / nan_hint(got) may return a hint for those failures.
+    the values are off. shape_hint(got) / nan_hint(got) may return a hint for those failures. cause: a hint
+    from `_earlier` (an earlier exercise this one calls is wrong); it comes first in every failure.
     """
+    if cause is not None and not _agrees(got, expected):
+        raise _Failed(cause)
     if not torch.is_tensor(got):
         raise _Failed(f"{what} should be a torch.Tensor, got {type(got).__name__}")
     if tuple(got.shape) != tuple(expected.shape):
@@ -171,8 +174,42 @@ def _compare(got, expected: torch.Tensor, *, what: str, variants=(), atol: float
     raise _Failed(line)
 
 
-def _passed(diff: float, extra: str = "") -> str:
-    return f"matches minimagen{extra} (max |diff| {_diff_text(diff)})"
+def _passed(diff: float, extra: str = "", against: str = "minimagen") -> str:
+    """The pass line: what the answer was compared with (minimagen, or the reference the checker writes out)."""
+    return f"matches {against}{extra} (max |diff| {_diff_text(diff)})"
+
+
+def _agrees(got, expected: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """got is a tensor equal to expected once both are broadcast (a (b, 1, 1, 1) variance is fine)."""
+    if not torch.is_tensor(got):
+        return False
+    try:
+        g, e = torch.broadcast_tensors(got.detach().double(), expected.detach().double())
+    except RuntimeError:
+        return False
+    return g.shape == expected.shape and bool(((g - e).abs() <= atol + rtol * e.abs()).all())
+
+
+def _earlier(fn, label: str, check_name: str, args, reference):
+    """Run the learner's answer to an EARLIER exercise that the current one calls.
+
+    Returns None when it agrees with `reference` (a tensor or a tuple of tensors), else a hint that names
+    the earlier exercise, so that a failure it causes is not blamed on the current one.
+    """
+    if fn is None:
+        return None
+    try:
+        got = _call(fn, *args)
+    except _NotDone:
+        return f"this function calls your answer to {label}, which is not done yet: do {label} first"
+    except _Failed as failed:
+        return (f"this function calls your answer to {label}, which fails ({failed}): "
+                f"run {check_name} and fix {label} first")
+    expected = reference if isinstance(reference, tuple) else (reference,)
+    got = tuple(got) if isinstance(got, (tuple, list)) else (got,)
+    if len(got) == len(expected) and all(_agrees(g, e) for g, e in zip(got, expected)):
+        return None
+    return f"this function calls your answer to {label}, which is wrong: run {check_name} and fix {label} first"
 
 
 def _b(values: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
-"""02 · Forward and reverse diffusion: exercises 2.1-2.3 (the posterior, DDPM and DDIM steps)."""
+"""02 · Forward and reverse diffusion: exercises 2.1-2.3 (the posterior of a jump, eps from v, DDIM with eta)."""
 
 import torch
 
-from ..samplers import ddim_step, ddpm_step, posterior
-from .common import _b, _call, _checker, _compare, _Failed, _passed, _schedule_inputs
+from ..samplers import ddim_step, posterior
+from .common import _b, _call, _checker, _compare, _earlier, _Failed, _passed, _schedule_inputs
 
 
 def _step_inputs():
@@ -42,13 +42,23 @@ def check_posterior(fn):
     wrong_beta = 1 - a_t
     wb, wc1, wc2, wvar = _posterior_parts(x_t, x0, a_t, a_s, beta=wrong_beta)
     mean_variants = [
-        (c2 * x0 + c1 * x_t, "the two coefficients are swapped: posterior_mean_coef1 (with sqrt(a_s)) multiplies x0"),
+        (c2 * x0 + c1 * x_t, "x_t and x0 are swapped: the coefficient with sqrt(a_s) multiplies x0, the one with "
+                              "sqrt(1 - beta) multiplies x_t"),
+        (lambda: posterior(x_t, x0, a_s, a_t)[0], "a_t and a_s are swapped: a_t belongs to the LATER, noisier time t"),
         (c1 * x0 + (1 - beta) * (1 - A_s) / (1 - A_t) * x_t,
          "missing sqrt: x_t's coefficient has sqrt(1 - beta) = sqrt(alpha), not alpha"),
         (A_t.sqrt() * beta / (1 - A_t) * x0 + c2 * x_t, "x0's coefficient uses sqrt(a_s), not sqrt(a_t)"),
-        (wc1 * x0 + wc2 * x_t, "beta of the jump t -> s is 1 - a_t / a_s, not 1 - a_t"),
+        (wc1 * x0 + wc2 * x_t, "the one-step beta_t of the notebook becomes, for a jump t -> s, the noise added "
+                                "between s and t: 1 - a_t / a_s (not 1 - a_t, the noise since the clean image)"),
     ]
-    diff_mean = _compare(mean, mean_ref, what="mean", variants=mean_variants)
+
+    def nan_hint(got):  # a_s = 1 at the last step: with a_t and a_s swapped, 1 - a_t is 0 there
+        swapped = posterior(x_t, x0, a_s, a_t)[0]
+        if torch.equal(torch.isfinite(got.detach()), torch.isfinite(swapped)):
+            return "a_t and a_s are swapped: a_t belongs to the LATER, noisier time t"
+        return None
+
+    diff_mean = _compare(mean, mean_ref, what="mean", variants=mean_variants, nan_hint=nan_hint)
     if not torch.is_tensor(var):
         raise _Failed(f"var should be a torch.Tensor, got {type(var).__name__}")
     try:
@@ -69,41 +79,75 @@ def check_posterior(fn):
     return _passed(max(diff_mean, diff_var), ": mean and var")
 
 
+def _v_inputs():
+    """x_t, v (4, 3, 8, 8), t (4,) and the schedule, from a real x0 and eps."""
+    schedule, x0, eps = _schedule_inputs()
+    t = torch.tensor([5, 17, 63, 99])
+    x_t = schedule.q_sample(x0, t, eps)
+    return schedule, x_t, t, schedule.predict_v(x0, t, eps)
+
+
 @_checker
-def check_ddpm_step(fn):
-    """Exercise 2.2. fn(x_t, x0, a_t, a_s, noise) -> x_s, one ancestral step (a sample of the posterior)."""
+def check_eps_from_v(fn):
+    """Exercise 2.2. fn(x_t, t, v, diffusion) -> eps, (b, c, h, w): the noise a v prediction implies."""
+    diffusion, x_t, t, v = _v_inputs()
+    expected = diffusion.predict_noise_from_start(x_t, t, diffusion.predict_start_from_v(x_t, t, v))
+    got = _call(fn, x_t.clone(), t.clone(), v.clone(), diffusion)
+
+    def with_table(table, shift=0):
+        a = _b(table[(t + shift).clamp(0, len(table) - 1)])
+        return a.sqrt() * v + (1 - a).sqrt() * x_t
+
+    a = _b(diffusion.alphas_cumprod[t])
+    variants = [
+        (a.sqrt() * v - (1 - a).sqrt() * x_t, "wrong sign: x_t enters eps with a PLUS sign"),
+        (-a.sqrt() * v + (1 - a).sqrt() * x_t, "wrong sign: v enters eps with a PLUS sign (v = sqrt(a) eps - ...)"),
+        ((1 - a).sqrt() * v + a.sqrt() * x_t, "the two coefficients are swapped: sqrt(a_t) multiplies v, "
+                                              "sqrt(1 - a_t) multiplies x_t"),
+        (a * v + (1 - a) * x_t, "missing sqrt: the coefficients are sqrt(a_t) and sqrt(1 - a_t)"),
+        (lambda: with_table(diffusion.alphas), "you used alphas (one step) where alphas_cumprod belongs"),
+        (lambda: with_table(diffusion.alphas_cumprod, -1), "t is off by one: t is already the 0-based index"),
+        (lambda: with_table(diffusion.alphas_cumprod, 1), "t is off by one: t is already the 0-based index"),
+        (lambda: diffusion.predict_start_from_v(x_t, t, v), "that is x0 from v (the notebook's equation); "
+                                                           "this exercise asks for the noise eps"),
+    ]
+    diff = _compare(got, expected, what="eps", variants=variants)
+    return _passed(diff, against="minimagen (predict_noise_from_start of predict_start_from_v)")
+
+
+@_checker
+def check_ddim_eta_step(fn, my_posterior=None):
+    """Exercise 2.3. fn(x_t, x0, a_t, a_s, noise, eta) -> x_s, one DDIM step with noise level eta.
+
+    my_posterior: the learner's answer to 2.1, which the step calls; a failure it causes names 2.1.
+    """
     x_t, x0, a_t, a_s, noise = _step_inputs()
-    expected = ddpm_step(x_t, x0, a_t, a_s, noise)
-    got = _call(fn, x_t.clone(), x0.clone(), a_t.clone(), a_s.clone(), noise.clone())
-    mean, var = posterior(x_t, x0, a_t, a_s)
-    variants = [
-        (mean + var * noise, "scale the noise by the standard deviation sqrt(var), not by var"),
-        (mean, "you returned the mean: add sqrt(var) * noise to sample the posterior"),
-        (mean + noise, "the noise must be scaled by sqrt(var)"),
-        (mean + _b(1 - a_t / a_s).sqrt() * noise, "the noise scale is sqrt of the posterior variance, not sqrt(beta)"),
-    ]
-    diff = _compare(got, expected, what="x_s", variants=variants)
-    return _passed(diff)
-
-
-@_checker
-def check_ddim_step(fn):
-    """Exercise 2.3. fn(x_t, x0, a_t, a_s) -> x_s, one deterministic DDIM step (eta = 0)."""
-    x_t, x0, a_t, a_s, _ = _step_inputs()
-    expected = ddim_step(x_t, x0, a_t, a_s)
-    got = _call(fn, x_t.clone(), x0.clone(), a_t.clone(), a_s.clone())
+    x_t, x0, a_t, a_s, noise = x_t[:3], x0[:3], a_t[:3], a_s[:3], noise[:3]  # not the last step (var = 0 there)
     A_t, A_s = _b(a_t), _b(a_s)
+    var = posterior(x_t, x0, a_t, a_s)[1]
     eps = (x_t - A_t.sqrt() * x0) / (1 - A_t).sqrt()
-    variants = [
-        (A_s.sqrt() * x0, "you dropped the noise direction: add sqrt(1 - a_s) * eps, with eps the noise x_t implies"),
-        (x_t, "you returned x_t unchanged: re-noise x0 to the EARLIER level s, with a_s (not a_t)"),
-        (A_s.sqrt() * x0 + (1 - A_s).sqrt() * (x_t - A_t.sqrt() * x0) / (1 - A_t),
-         "missing sqrt: eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)"),
-        (A_s.sqrt() * x0 + (1 - A_s) * eps, "missing sqrt: the noise coefficient is sqrt(1 - a_s)"),
-        (A_s * x0 + (1 - A_s).sqrt() * eps, "missing sqrt: x0's coefficient is sqrt(a_s)"),
-        (lambda: posterior(x_t, x0, a_t, a_s)[0],
-         "that is the DDPM posterior mean; DDIM keeps the implied noise eps and re-scales it: "
-         "x_s = sqrt(a_s) x0 + sqrt(1 - a_s) eps"),
-    ]
-    diff = _compare(got, expected, what="x_s", variants=variants)
-    return _passed(diff)
+    etas = (0.5, 1.0, 0.0)
+    results = {eta: _call(fn, x_t.clone(), x0.clone(), a_t.clone(), a_s.clone(), noise.clone(), eta) for eta in etas}
+    # Only now (the step's own NotImplementedError comes first): is the posterior it calls right?
+    cause = _earlier(my_posterior, "Exercise 2.1", "check_posterior", (x_t, x0, a_t, a_s), posterior(x_t, x0, a_t, a_s))
+    worst = 0.0
+    for eta, got in results.items():
+        expected = ddim_step(x_t, x0, a_t, a_s, noise, eta=eta)
+
+        def step(sigma2, noise_scale=None, keep=True):
+            scale = sigma2.sqrt() if noise_scale is None else noise_scale
+            return A_s.sqrt() * x0 + (1 - A_s - (sigma2 if keep else 0)).clamp(min=0).sqrt() * eps + scale * noise
+
+        variants = [
+            (step(eta**2 * var, noise_scale=eta**2 * var), "missing sqrt: the fresh noise is scaled by the standard "
+                                                           "deviation sigma = eta sqrt(var), not by the variance"),
+            (step(eta * var), "sigma = eta * sqrt(var), so sigma^2 = eta^2 var: you used eta var"),
+            (step(eta**2 * var, keep=False), "the implied noise's coefficient must shrink to sqrt(1 - a_s - sigma^2): "
+                                             "the total noise at s stays 1 - a_s"),
+            (step(eta**2 * var, noise_scale=-(eta**2 * var).sqrt()), "wrong sign: ADD sigma times the fresh noise"),
+            (lambda: ddim_step(x_t, x0, a_t, a_s, noise, eta=0.0), "you left out the fresh noise: with eta > 0 add "
+                                                                    "sigma times `noise`"),
+        ]
+        diff = _compare(got, expected, what=f"x_s (eta={eta:g})", variants=variants, cause=cause)
+        worst = max(worst, diff)
+    return _passed(worst, " for eta = 0, 0.5 and 1")

@@ -1,44 +1,47 @@
-"""03 · Dynamic thresholding: exercise 3.1."""
+"""03 · Dynamic thresholding: exercise 3.1 (the noise prediction that agrees with the thresholded x0)."""
 
 import torch
 
 from ..thresholding import dynamic_threshold
-from .common import _b, _call, _checker, _compare, _passed
+from .common import _b, _call, _checker, _compare, _passed, _schedule_inputs
 
 
 @_checker
-def check_dynamic_threshold(fn):
-    """Exercise 3.1. fn(x0, percentile) -> x0 thresholded, (b, c, h, w) in [-1, 1]."""
-    g = torch.Generator().manual_seed(3)
-    scales = torch.tensor([0.25, 1.5, 3.0, 6.0])  # image 0 already lies inside [-1, 1]
-    x0 = torch.randn(4, 3, 8, 8, generator=g) * _b(scales)
+def check_thresholded_eps(fn):
+    """Exercise 3.1. fn(x_t, eps, t, diffusion, percentile) -> eps (b, c, h, w) that implies the thresholded x0."""
+    diffusion, x0, eps = _schedule_inputs()
+    t = torch.tensor([3, 30, 70, 99])
+    # An over-confident prediction: the x0 it implies overshoots [-1, 1] at every t (as strong guidance does).
+    x_t = diffusion.q_sample(x0 * 2.5, t, eps)
+    eps = eps + 0.5 * torch.randn(eps.shape, generator=torch.Generator().manual_seed(3))
     p = 0.9
-    expected = dynamic_threshold(x0, p)
-    got = _call(fn, x0.clone(), p)
+    x0_hat = diffusion.predict_start_from_noise(x_t, t, eps)
+    expected = diffusion.predict_noise_from_start(x_t, t, dynamic_threshold(x0_hat, p))
+    got = _call(fn, x_t.clone(), eps.clone(), t.clone(), diffusion, p)
 
-    def quantile(values, q=p):
-        return torch.quantile(values.flatten(1), q, dim=1)
+    def with_table(table, shift=0, sqrt=True, sign=1.0):
+        a = _b(table[(t + shift).clamp(0, len(table) - 1)])
+        ra, rb = (a.sqrt(), (1 - a).sqrt()) if sqrt else (a, 1 - a)
+        x0_ = (x_t - sign * rb * eps) / ra
+        return (x_t - sign * ra * dynamic_threshold(x0_, p)) / rb
 
-    s = _b(quantile(x0.abs()).clamp(min=1))
-    s_signed = _b(quantile(x0).clamp(min=1))
-    s_raw = _b(quantile(x0.abs()))
-    s_batch = torch.quantile(x0.abs().flatten(), p).clamp(min=1)
+    a = _b(diffusion.alphas_cumprod[t])
     variants = [
-        (torch.maximum(torch.minimum(x0, s), -s), "forgot to divide by s: clamping to [-s, s] alone leaves values "
-                                                  "outside [-1, 1]"),
-        (x0 / s, "forgot to clamp to [-s, s] before dividing by s"),
-        (torch.maximum(torch.minimum(x0, s_signed), -s_signed) / s_signed,
-         "s is the percentile of |x0| (torch.quantile of x0.abs()), not of x0"),
-        (torch.maximum(torch.minimum(x0, s_raw), -s_raw) / s_raw,
-         "s must be at least 1 (s = max(1, quantile)): otherwise images already inside [-1, 1] are stretched "
-         "(look at image 0)"),
-        (torch.maximum(torch.minimum(x0, s_batch), -s_batch) / s_batch,
-         "s is computed per image (quantile over each image's pixels, dim=1 after flatten(1)), not over the batch"),
-        (x0.clamp(-1, 1), "that is static clipping: dynamic thresholding clamps to [-s, s] and then divides by s"),
+        (eps, "you returned eps unchanged: threshold the x0 it implies, then turn that x0 back into a noise"),
+        (lambda: dynamic_threshold(x0_hat, p), "you returned the thresholded x0: turn it back into the noise it "
+                                               "implies (the notebook 02 equation, solved for eps)"),
+        (lambda: with_table(diffusion.alphas_cumprod, sqrt=False), "missing sqrt: the coefficients are sqrt(a_t) and "
+                                                                   "sqrt(1 - a_t)"),
+        (lambda: with_table(diffusion.alphas_cumprod, sign=-1.0), "wrong sign: x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, "
+                                                                  "so both inversions SUBTRACT"),
+        (lambda: with_table(diffusion.alphas), "you used alphas (one step) where alphas_cumprod belongs"),
+        (lambda: with_table(diffusion.alphas_cumprod, -1), "t is off by one: t is already the 0-based index"),
+        (lambda: with_table(diffusion.alphas_cumprod, 1), "t is off by one: t is already the 0-based index"),
+        (lambda: diffusion.predict_noise_from_start(x_t, t, x0_hat.clamp(-1, 1)),
+         "that is static clipping of x0: use dynamic thresholding with the given percentile"),
+        (lambda: (x_t - (1 - a).sqrt() * dynamic_threshold(x0_hat, p)) / a.sqrt(),
+         "the coefficients of the second inversion are swapped: eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)"),
     ]
-    for wrong_p in (0.95, 0.995, 0.99):
-        sw = _b(quantile(x0.abs(), wrong_p).clamp(min=1))
-        variants.append((torch.maximum(torch.minimum(x0, sw), -sw) / sw,
-                         f"you used percentile {wrong_p}: use the `percentile` argument"))
-    diff = _compare(got, expected, what="thresholded x0", variants=variants)
-    return _passed(diff)
+    diff = _compare(got, expected, what="eps", variants=variants)
+    return _passed(diff, against="minimagen (predict_noise_from_start of dynamic_threshold of "
+                                 "predict_start_from_noise)")

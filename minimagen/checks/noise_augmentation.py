@@ -1,53 +1,53 @@
-"""07 · Super-resolution and noise conditioning augmentation: exercise 7.1."""
+"""07 · Super-resolution and noise conditioning augmentation: exercise 7.1 (the noise level that gives the
+low-resolution condition a chosen signal-to-noise ratio)."""
+
+import math
 
 import torch
-import torch.nn.functional as F
 
 from ..diffusion import GaussianDiffusion
-from .common import _b, _call, _checker, _close, _compare, _Failed, _passed
+from .common import _call, _checker, _compare, _Failed, _passed
+
+
+def level_for_snr(snr: torch.Tensor) -> torch.Tensor:
+    """The level l in [0, 1] of the linear schedule whose condition has signal-to-noise ratio `snr`.
+
+    alphas_cumprod(l) = exp(-(0.1 l + 9.95 l^2)) (schedules.linear_alphas_cumprod) and SNR = a / (1 - a), so
+    a = snr / (1 + snr), L = -log a solves 9.95 l^2 + 0.1 l - L = 0: l = (-0.1 + sqrt(0.01 + 39.8 L)) / 19.9.
+    snr: any shape, > 0. Returns the same shape, float64.
+    """
+    snr = torch.as_tensor(snr, dtype=torch.float64)
+    big_l = -torch.log(snr / (1 + snr))
+    return (-0.1 + torch.sqrt(0.01 + 4 * 9.95 * big_l)) / (2 * 9.95)
 
 
 @_checker
-def check_noise_augmentation(fn):
-    """Exercise 7.1. fn(images, low_size, high_size, noise_level, noise, schedule) -> (b, c, high, high)."""
-    from ..Imagen import resize_image_to
+def check_level_for_snr(fn):
+    """Exercise 7.1. fn(snr) -> levels, same shape, float64: the linear schedule's level with that SNR."""
+    snr = torch.tensor([100.0, 10.0, 1.0, 0.1, 0.01], dtype=torch.float64)
+    expected = level_for_snr(snr)
+    got = _call(fn, snr.clone())
+    if not torch.is_tensor(got):
+        raise _Failed(f"return a tensor of levels, got {type(got).__name__}")
+    big_l = -torch.log(snr / (1 + snr))
 
-    g = torch.Generator().manual_seed(8)
-    images = torch.rand(4, 3, 16, 16, generator=g)  # in [0, 1], as they enter Imagen
-    noise = torch.randn(4, 3, 16, 16, generator=g)
-    levels = torch.tensor([0.0, 0.1, 0.3, 0.7])
-    schedule = GaussianDiffusion("linear", 1000)  # Imagen's lowres_noise_schedule
-    low_size, high_size = 8, 16
+    def nan_hint(got):
+        return ("a square root of a negative number: -log(a) must be >= 0, with a = SNR / (1 + SNR) in (0, 1); "
+                "did you use the SNR itself as alphas_cumprod?")
 
-    def noised(upsampled, a_levels=None, sqrt=True):
-        a = schedule.continuous_alphas_cumprod(levels) if a_levels is None else a_levels
-        a = _b(a)
-        return (a.sqrt() * upsampled + (1 - a).sqrt() * noise) if sqrt else (a * upsampled + (1 - a) * noise)
-
-    normalised = images * 2 - 1
-    upsampled = resize_image_to(resize_image_to(normalised, low_size), high_size)
-    expected = schedule.q_sample_continuous(upsampled, levels, noise)
-    got = _call(fn, images.clone(), low_size, high_size, levels.clone(), noise.clone(), schedule)
-
-    up01 = resize_image_to(resize_image_to(images, low_size), high_size)
-    plain = F.interpolate(F.interpolate(normalised, size=low_size, mode="bilinear", align_corners=False),
-                          size=high_size, mode="bilinear", align_corners=False)
     variants = [
-        (noised(up01) * 2 - 1, "normalise to [-1, 1] BEFORE adding noise: noising the [0, 1] image and then "
-                               "normalising doubles the noise and shifts the image"),
-        (noised(up01), "normalise the images to [-1, 1] first (images * 2 - 1)"),
-        (noised(normalised), "you skipped the downsizing: the super-resolution stage sees the previous stage's "
-                             "low_size image, upsampled back to high_size"),
-        (noised(plain), "downsize with resize_image_to (bilinear, antialiased); plain interpolation aliases"),
-        (noised(upsampled, 1 - levels), "the level is a time on the schedule: a = schedule.continuous_alphas_cumprod("
-                                        "noise_level), not 1 - noise_level"),
-        (noised(upsampled, sqrt=False), "missing sqrt: sqrt(a) * image + sqrt(1 - a) * noise"),
-        (noised(upsampled, torch.ones(4)), "you added no noise: a = schedule.continuous_alphas_cumprod(noise_level)"),
-        (upsampled + _b(levels) * noise, "noise the image along the schedule: sqrt(a) * image + sqrt(1 - a) * noise, "
-                                         "a = schedule.continuous_alphas_cumprod(noise_level)"),
+        ((-0.1 - torch.sqrt(0.01 + 39.8 * big_l)) / 19.9, "you took the negative root of the quadratic: the level "
+                                                          "is the root in [0, 1]"),
+        ((-0.1 + (0.01 + 39.8 * big_l)) / 19.9, "missing sqrt in the quadratic formula"),
+        ((-0.1 + torch.sqrt(0.01 + 39.8 * big_l)) / 9.95, "the quadratic formula divides by 2 * 9.95"),
+        ((-0.1 + torch.sqrt(0.01 + 39.8 * torch.log1p(snr))) / 19.9,
+         "you used 1 - a (the noise variance) where alphas_cumprod belongs: a = SNR / (1 + SNR)"),
     ]
-    if torch.is_tensor(got) and got.shape == expected.shape and got.dtype == expected.dtype:
-        if not _close(got[0], upsampled[0], 1e-5, 1e-4) and _close(got[1:], expected[1:], 1e-5, 1e-4):
-            raise _Failed("level 0 must give the clean upsampled image back (image 0 has noise_level 0)")
-    diff = _compare(got, expected, what="augmented low-res image", variants=variants)
-    return _passed(diff)
+    diff = _compare(got, expected, what="levels", variants=variants, nan_hint=nan_hint, atol=1e-6, rtol=1e-5)
+    # The round trip through minimagen's schedule: the condition at these levels has the asked SNR.
+    a_back = GaussianDiffusion("linear", 1000).continuous_alphas_cumprod(got.detach()).double()
+    worst = float((a_back / (1 - a_back) / snr - 1).abs().max())
+    if not math.isfinite(worst) or worst > 1e-3:
+        raise _Failed(f"at your levels minimagen's linear schedule gives an SNR off by up to {worst:.2g} (relative)")
+    return _passed(diff, " (and the SNR of those levels, read back from the linear schedule, is the asked one)",
+                   against="the reference")

@@ -1,95 +1,124 @@
-"""01 · Noise schedules: exercises 1.1-1.3."""
-
-import math
+"""01 · Noise schedules: exercises 1.1-1.3 (a shifted schedule, a respaced chain, a forward jump s -> t)."""
 
 import torch
 
-from ..schedules import MAX_BETA, beta_schedule, cosine_alphas_cumprod, linear_alphas_cumprod
 from .common import _b, _call, _checker, _compare, _passed, _schedule_inputs
 
 
+def shifted_alphas_cumprod(alphas_cumprod: torch.Tensor, factor: float) -> torch.Tensor:
+    """The schedule whose SNR is `factor` times the given one's at every step.
+
+    SNR = a / (1 - a) (notebook 01), so SNR' = factor * SNR and a' = SNR' / (1 + SNR').
+    alphas_cumprod: (T,) in (0, 1). Returns (T,) in (0, 1).
+    """
+    snr = factor * alphas_cumprod / (1 - alphas_cumprod)
+    return snr / (1 + snr)
+
+
+def respaced_betas(alphas_cumprod: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    """Betas of the shorter chain that visits only the steps `times` (increasing indices into 0..T-1).
+
+    Step i of the short chain goes from times[i - 1] to times[i] (from the clean image for i = 0), so
+    beta_i = 1 - a[times[i]] / a[times[i - 1]], with a = 1 before the first. Returns (len(times),).
+    """
+    a = alphas_cumprod[times]
+    previous = torch.cat([a.new_ones(1), a[:-1]])
+    return 1 - a / previous
+
+
+def forward_jump(x_s, s, t, noise, alphas_cumprod):
+    """x_t from x_s, s < t: x_t = sqrt(a_t / a_s) x_s + sqrt(1 - a_t / a_s) noise, per image."""
+    ratio = _b(alphas_cumprod[t] / alphas_cumprod[s])
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+
 @_checker
-def check_cosine_alphas_cumprod(fn):
-    """Exercise 1.1. fn(tau) -> alphas_cumprod of the cosine schedule at continuous times tau (float64)."""
-    tau = torch.linspace(0, 1, 21, dtype=torch.float64).view(3, 7)
-    expected = cosine_alphas_cumprod(tau)
-    got = _call(fn, tau.clone())
-    s = 0.008
-    f = torch.cos((tau + s) / (1 + s) * math.pi / 2) ** 2
-    f0 = math.cos(s / (1 + s) * math.pi / 2) ** 2
+def check_shifted_schedule(fn):
+    """Exercise 1.1. fn(alphas_cumprod, factor) -> alphas_cumprod (T,) of the schedule with factor times the SNR."""
+    schedule, _, _ = _schedule_inputs()
+    a = schedule.alphas_cumprod.double()
+    factor = 0.25  # a 32 px stage's schedule shifted for 64 px: (32 / 64) ** 2
+    expected = shifted_alphas_cumprod(a, factor)
+    got = _call(fn, a.clone(), factor)
+    snr = a / (1 - a)
     variants = [
-        (f, "alphas_cumprod(0) must be exactly 1: divide f(tau) by f(0)"),
-        (lambda: (torch.cos((tau + s) / (1 + s) * math.pi / 2) / math.sqrt(f0)),
-         "missing the square: f(tau) = cos(...) ** 2"),
-        (torch.cos(tau * math.pi / 2) ** 2, "you left out the offset s: use (tau + s) / (1 + s)"),
-        (lambda: torch.cos((tau + s) * math.pi / 2) ** 2 / math.cos(s * math.pi / 2) ** 2,
-         "divide (tau + s) by (1 + s), so that the curve reaches 0 exactly at tau = 1"),
-        (torch.cos((tau + s) / (1 + s)) ** 2 / math.cos(s / (1 + s)) ** 2, "the angle is ((tau + s) / (1 + s)) * pi / 2"),
+        (a * factor, "you scaled alphas_cumprod itself; the factor multiplies the SNR a / (1 - a), then turn the "
+                     "new SNR back into alphas_cumprod"),
+        (snr * factor, "you returned the new SNR: turn it back into alphas_cumprod, a = SNR / (1 + SNR)"),
+        (1 / (1 + snr * factor), "that is 1 - alphas_cumprod (the noise variance): a = SNR / (1 + SNR)"),
+        (shifted_alphas_cumprod(a, factor ** 0.5), "you multiplied the SNR by sqrt(factor): the SNR is a ratio of "
+                                                    "variances, the factor multiplies it as it is"),
+        (shifted_alphas_cumprod(a, 1 / factor), "the factor is upside down: with factor < 1 every step must get "
+                                                 "noisier (a smaller SNR)"),
     ]
-    diff = _compare(got, expected, what="alphas_cumprod", variants=variants, atol=1e-6, rtol=1e-5)
-    return _passed(diff)
+    diff = _compare(got, expected, what="shifted alphas_cumprod", variants=variants, atol=1e-9, rtol=1e-7)
+    return _passed(diff, against="the reference, SNR' = factor * SNR")
 
 
 @_checker
-def check_beta_schedule(fn):
-    """Exercise 1.2. fn(curve, timesteps) -> betas (timesteps,) float64, read off the curve alphas_cumprod(tau)."""
-    worst = 0.0
-    for name, curve, steps in (("cosine", cosine_alphas_cumprod, 10), ("linear", linear_alphas_cumprod, 25),
-                               ("cosine", cosine_alphas_cumprod, 1)):
-        expected = beta_schedule(name, steps)
-        got = _call(fn, curve, steps)
-        taus = torch.arange(steps + 1, dtype=torch.float64) / steps
-        ac = curve(taus)
-
-        def shape_hint(got, steps=steps):
-            if got.ndim == 1 and got.shape[0] == steps - 1:
-                return ("evaluate the curve at the T + 1 times tau = 0, 1/T, ..., 1 "
-                        "(torch.arange(T + 1) / T): T + 1 values give T ratios")
-            if got.ndim == 1 and got.shape[0] == steps + 1:
-                return "beta_t compares neighbouring values of alphas_cumprod, so T + 1 values give T betas"
-            return None
-
-        variants = [
-            (ac[1:], "you returned alphas_cumprod itself: beta_t = 1 - alphas_cumprod_t / alphas_cumprod_{t-1}"),
-            (ac[1:] / ac[:-1], "you returned alphas = 1 - beta: return betas = 1 - alphas_cumprod_t / alphas_cumprod_{t-1}"),
-            ((1 - ac[1:]).clamp(1e-8, MAX_BETA),
-             "1 - alphas_cumprod_t is the variance after ALL t steps, not one step's beta: divide by alphas_cumprod_{t-1}"),
-            (1 - ac[1:], "1 - alphas_cumprod_t is the variance after ALL t steps, not one step's beta: "
-                         "divide by alphas_cumprod_{t-1}"),
-            (1 - ac[1:] / ac[:-1], f"forgot to clamp: the last cosine beta is 1, which makes 1/sqrt(alpha) infinite; "
-                                   f"clamp betas to [1e-8, MAX_BETA = {MAX_BETA}]"),
-        ]
-        diff = _compare(got, expected, what=f"betas ({name} curve, timesteps={steps})", variants=variants,
-                        atol=1e-6, rtol=1e-5, shape_hint=shape_hint)
-        worst = max(worst, diff)
-    return _passed(worst, " for the cosine and linear curves")
-
-
-@_checker
-def check_q_sample(fn):
-    """Exercise 1.3. fn(x_start, t, noise, schedule) -> x_t, (b, c, h, w)."""
-    schedule, x_start, noise = _schedule_inputs()
-    t = torch.tensor([0, 10, 57, 99])
-    expected = schedule.q_sample(x_start, t, noise)
-    got = _call(fn, x_start.clone(), t.clone(), noise.clone(), schedule)
+def check_respaced_betas(fn):
+    """Exercise 1.2. fn(schedule, times) -> betas (len(times),) of the chain that visits only `times`."""
+    schedule, _, _ = _schedule_inputs()
+    times = torch.tensor([9, 29, 49, 69, 99])
     ac, alphas = schedule.alphas_cumprod, schedule.alphas
+    expected = respaced_betas(ac, times)
+    got = _call(fn, schedule, times.clone())
 
-    def mix(a, b):  # a * x_start + b * noise, a and b (b,)
-        return _b(a) * x_start + _b(b) * noise
+    def shape_hint(got):
+        if got.ndim == 1 and got.shape[0] == len(times) - 1:
+            return ("the short chain has one step per visited time: the first step starts from the clean image, "
+                    "where alphas_cumprod is 1")
+        return None
 
-    a = ac[t]
     variants = [
-        (mix(a, 1 - a), "missing sqrt: the coefficients are sqrt(alphas_cumprod_t) and sqrt(1 - alphas_cumprod_t) "
-                        "(standard deviations, not variances)"),
-        (mix(a.sqrt(), 1 - a), "missing sqrt on the noise: its coefficient is the standard deviation "
-                               "sqrt(1 - alphas_cumprod_t), not the variance"),
-        (mix(a, (1 - a).sqrt()), "missing sqrt on the image: its coefficient is sqrt(alphas_cumprod_t)"),
-        (mix(alphas[t].sqrt(), (1 - alphas[t]).sqrt()),
-         "you used alphas (one step) instead of alphas_cumprod (the product over all steps up to t)"),
-        (mix(ac[t - 1].sqrt(), (1 - ac[t - 1]).sqrt()),
-         "t is off by one: t is already the 0-based index, use alphas_cumprod[t]"),
-        (mix((1 - a).sqrt(), a.sqrt()), "the two coefficients are swapped: sqrt(alphas_cumprod_t) multiplies x_start"),
-        (mix(a.sqrt(), -(1 - a).sqrt()), "the noise is added, not subtracted"),
+        (respaced_betas(alphas, times), "you used alphas (one step's survival) where alphas_cumprod belongs: the "
+                                        "product up to each visited step"),
+        (1 - alphas[times], "that is the original chain's beta at each visited step: one short step spans many "
+                            "original steps, so compare alphas_cumprod at neighbouring VISITED times"),
+        (respaced_betas(ac, times - 1), "t is off by one: times are already 0-based indices into alphas_cumprod"),
+        (respaced_betas(ac, (times + 1).clamp(max=len(ac) - 1)),
+         "t is off by one: times are already 0-based indices into alphas_cumprod"),
+        (ac[times], "you returned alphas_cumprod at the visited times: return the betas of the short chain"),
+        (1 - respaced_betas(ac, times), "you returned the short chain's alphas = 1 - beta: return the betas"),
+        (1 - ac[times], "1 - alphas_cumprod is the noise after ALL steps so far, not one short step's beta: "
+                        "divide by alphas_cumprod at the previous visited time"),
     ]
-    diff = _compare(got, expected, what="x_t", variants=variants)
-    return _passed(diff)
+    diff = _compare(got, expected, what="respaced betas", variants=variants, shape_hint=shape_hint)
+    return _passed(diff, against="the reference, beta_i = 1 - a[times[i]] / a[times[i - 1]]")
+
+
+@_checker
+def check_forward_jump(fn):
+    """Exercise 1.3. fn(x_s, s, t, noise, schedule) -> x_t, (b, c, h, w): noise a noisy image further, s < t."""
+    schedule, x_s, noise = _schedule_inputs()
+    s = torch.tensor([1, 10, 30, 50])
+    t = torch.tensor([5, 40, 31, 99])
+    ac, alphas = schedule.alphas_cumprod, schedule.alphas
+    expected = forward_jump(x_s, s, t, noise, ac)
+    got = _call(fn, x_s.clone(), s.clone(), t.clone(), noise.clone(), schedule)
+    ratio = ac[t] / ac[s]
+
+    def mix(a, b):  # a * x_s + b * noise, a and b (b,)
+        return _b(a) * x_s + _b(b) * noise
+
+    def nan_hint(got):
+        return ("sqrt of a negative number: is s the EARLIER step? The signal that survives from s to t is "
+                "alphas_cumprod[t] / alphas_cumprod[s], which is below 1")
+
+    variants = [
+        (mix(ratio, 1 - ratio), "missing sqrt: both coefficients are standard deviations, the square roots of "
+                                "the surviving signal's variance a_t / a_s and of the added noise's 1 - a_t / a_s"),
+        (mix(ratio.sqrt(), 1 - ratio), "missing sqrt on the noise: its coefficient is the standard deviation "
+                                       "sqrt(1 - a_t / a_s)"),
+        (mix(ac[t].sqrt(), (1 - ac[t]).sqrt()), "that is the jump from the CLEAN image: x_s is already noisy, only "
+                                                "the signal between s and t, a_t / a_s, is lost"),
+        (mix(ratio.sqrt(), (1 - ac[t]).sqrt()), "the noise to add is 1 - a_t / a_s: x_s already holds the noise "
+                                                "up to step s"),
+        (lambda: forward_jump(x_s, s, t, noise, alphas),
+         "you used alphas (one step) where alphas_cumprod belongs (the product over all steps)"),
+        (lambda: forward_jump(x_s, s - 1, t - 1, noise, ac), "t is off by one: s and t are already 0-based indices"),
+        (lambda: forward_jump(x_s, s + 1, t, noise, ac), "t is off by one: s and t are already 0-based indices"),
+        (mix((1 - ratio).sqrt(), ratio.sqrt()), "the two coefficients are swapped: sqrt(a_t / a_s) multiplies x_s"),
+    ]
+    diff = _compare(got, expected, what="x_t", variants=variants, nan_hint=nan_hint)
+    return _passed(diff, against="the reference, x_t = sqrt(a_t / a_s) x_s + sqrt(1 - a_t / a_s) noise")

@@ -1,4 +1,4 @@
-"""09 · Training on data: exercise 9.1 (one training step)."""
+"""09 · Training on data: exercise 9.1 (one training step of the v objective)."""
 
 import copy
 
@@ -9,8 +9,9 @@ from .common import _call, _checker, _close, _compare, _Failed, _passed, _text_i
 
 
 def _training_step_reference(unet, diffusion, optimizer, images, text_embeds, text_mask, generator, *,
-                             target="eps", time="tau", order="t_first", loss="l2", update=True):
-    """One training step the minimagen way (Imagen.forward), or with one known mistake. Returns the loss."""
+                             target="v", time="tau", order="t_first", loss="l2", mask=True, update=True):
+    """One training step of the v objective the minimagen way (Imagen.forward with pred_objectives="v"),
+    or with one known mistake. Returns the loss."""
     b = images.shape[0]
     if order == "t_first":
         t = diffusion.sample_random_times(b, generator=generator)
@@ -20,8 +21,12 @@ def _training_step_reference(unet, diffusion, optimizer, images, text_embeds, te
         t = diffusion.sample_random_times(b, generator=generator)
     x_t = diffusion.q_sample(images, t, noise)
     times = {"tau": diffusion.time_to_tau(t), "int": t.float(), "t/T": t.float() / diffusion.timesteps}[time]
-    prediction = unet(x_t, times, text_embeds=text_embeds, text_mask=text_mask)
-    value = diffusion.loss(prediction, images if target == "x0" else noise, t, loss_type=loss)
+    prediction = unet(x_t, times, text_embeds=text_embeds, text_mask=text_mask if mask else None)
+    targets = {"v": lambda: diffusion.training_target(images, noise, t, "v"), "eps": lambda: noise,
+               "x0": lambda: images, "-v": lambda: -diffusion.training_target(images, noise, t, "v"),
+               "v_alphas": lambda: _v_with(diffusion.alphas, images, noise, t),
+               "v_nosqrt": lambda: _v_with(diffusion.alphas_cumprod, images, noise, t, sqrt=False)}
+    value = diffusion.loss(prediction, targets[target](), t, loss_type=loss)
     if update:
         optimizer.zero_grad()
         value.backward()
@@ -29,9 +34,15 @@ def _training_step_reference(unet, diffusion, optimizer, images, text_embeds, te
     return value.detach()
 
 
+def _v_with(table, images, noise, t, sqrt=True):
+    a = table[t].view(-1, 1, 1, 1)
+    return (a.sqrt() * noise - (1 - a).sqrt() * images) if sqrt else (a * noise - (1 - a) * images)
+
+
 @_checker
 def check_training_step(fn):
-    """Exercise 9.1. fn(unet, diffusion, optimizer, images, text_embeds, text_mask, generator) -> the loss."""
+    """Exercise 9.1. fn(unet, diffusion, optimizer, images, text_embeds, text_mask, generator) -> the loss,
+    after one optimizer step of the v objective."""
     master = _tiny_unet().train()
     diffusion = GaussianDiffusion("cosine", 50)
     g = torch.Generator().manual_seed(9)
@@ -69,14 +80,20 @@ def check_training_step(fn):
         return run
 
     loss_variants = [
-        (variant_loss(target="x0"), "the loss compares the prediction with the NOISE eps (objective 'eps'), "
-                                    "not with the clean images x0"),
-        (variant_loss(time="int"), "condition the U-Net on the continuous time diffusion.time_to_tau(t) = (t + 1) / T, "
-                                   "not on the integer t"),
-        (variant_loss(time="t/T"), "t is off by one: the U-Net's time is (t + 1) / T (diffusion.time_to_tau(t))"),
+        (variant_loss(target="eps"), "that is the noise-prediction loss: the target of the v objective is "
+                                     "v = sqrt(a_t) eps - sqrt(1 - a_t) x0"),
+        (variant_loss(target="x0"), "the target is v = sqrt(a_t) eps - sqrt(1 - a_t) x0, not the clean images"),
+        (variant_loss(target="-v"), "wrong sign: v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (eps positive, x0 negative)"),
+        (variant_loss(target="v_nosqrt"), "missing sqrt: v = sqrt(a_t) eps - sqrt(1 - a_t) x0"),
+        (variant_loss(target="v_alphas"), "you used alphas (one step) where alphas_cumprod belongs, in v"),
+        (variant_loss(mask=False), "you forgot the text mask: pass text_mask to the U-Net, or padded tokens are "
+                                   "read as words"),
+        (variant_loss(time="int"), "condition the U-Net on the continuous time (t + 1) / T "
+                                   "(diffusion.time_to_tau), not on the integer t"),
+        (variant_loss(time="t/T"), "t is off by one: the U-Net's time is (t + 1) / T (diffusion.time_to_tau)"),
         (variant_loss(order="noise_first"), "draw t first, then the noise, both from `generator` (the order matters "
                                             "for reproducibility)"),
-        (variant_loss(loss="l1"), "use the mean squared error (l2): F.mse_loss(prediction, noise)"),
+        (variant_loss(loss="l1"), "use the mean squared error (l2)"),
     ]
     diff_loss = _compare(got_loss.reshape(()), ref_loss.double(), what="loss", variants=loss_variants)
 
