@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import t5
+from . import t5, validation
 from .checkpoint import (CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, check_model_config, load_model_folder,
                          load_weights, save_model_folder)
 from .diffusion import LOSS_TYPES, OBJECTIVES, GaussianDiffusion
@@ -258,15 +258,9 @@ class Imagen(nn.Module):
         unet: the module to run for this stage instead of self.unets[unet_number - 1], e.g. that
             U-Net wrapped for distributed training (it must wrap that same U-Net).
         """
+        validation.check_forward_args(locals())
         index = self._unet_index(unet_number)
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != self.channels:
-            raise ValueError(f"images must be a (batch, {self.channels}, height, width) tensor, "
-                             f"got {tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
         size = self.image_sizes[index]
-        h, w = images.shape[-2:]
-        if h != w or h < size:
-            raise ValueError(f"images must be square and at least {size}x{size} for U-Net {index + 1} "
-                             f"(image_sizes={self.image_sizes}), got {h}x{w}")
         b, device = images.shape[0], images.device
         text_embeds, text_masks = self.encode_text(texts, text_embeds, text_masks, batch_size=b, device=device)
 
@@ -329,6 +323,7 @@ class Imagen(nn.Module):
         Returns (b, c, s, s) in [0, 1] at stop_at_unet's size, or a list of PIL images; with
         return_all_stages, a list of those, one per stage run (each stage's own output).
         """
+        validation.check_sample_args(locals())
         n = len(self.unets)
         stop_at_unet = n if stop_at_unet is None else stop_at_unet
         if isinstance(start_at_unet, bool) or not (isinstance(start_at_unet, int) and 1 <= start_at_unet <= n):

@@ -10,7 +10,9 @@ its caption under it, then prints the paths. `--model` is a folder written by Im
 """
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from .checkpoint import CheckpointError
 from .Imagen import Imagen
 from .samplers import SAMPLERS
 from .utils import get_device, image_grid, save_images, slugify
+from .validation import check_cond_scale, check_device, check_noise_level, check_seed
 
 
 def load_model(model: str | None, device=None) -> Imagen:
@@ -34,28 +37,24 @@ def load_model(model: str | None, device=None) -> Imagen:
                           f"model.safetensors, written by Imagen.save_pretrained or minimagen-train)")
 
 
-def generate(imagen: Imagen, prompts, num_images: int = 1, batch_size: int = 16, **sample_kwargs) -> tuple:
+def generate(imagen: Imagen, prompts, num_images: int = 1, batch_size: int = 16, on_batch=None,
+             **sample_kwargs) -> tuple:
     """Images for each prompt, prompt by prompt: returns (images (b, 3, s, s) in [0, 1], b captions).
 
     With a seed, the result is the same for the same prompts, num_images and batch_size.
+    on_batch: called as on_batch(images, captions, start) as soon as each batch is made (to save it
+    before the next one starts: an interrupted run keeps what it made).
     """
     captions = [p for p in prompts for _ in range(num_images)]
     seed = sample_kwargs.pop("seed", None)
+    check_seed(seed)
     generator = torch.Generator(device=imagen.device).manual_seed(seed) if seed is not None else None
     chunks = []
     for start in range(0, len(captions), batch_size):
         chunks.append(imagen.sample(captions[start:start + batch_size], generator=generator, **sample_kwargs).cpu())
+        if on_batch is not None:
+            on_batch(chunks[-1], captions[start:start + batch_size], start)
     return torch.cat(chunks), captions
-
-
-def _parse_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device: {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA GPU")
-    return device
 
 
 def parse_cond_scales(text: str) -> tuple:
@@ -103,33 +102,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """`minimagen-sample`; user errors print one line and exit with code 2."""
+    """`minimagen-sample`; user errors print one line and exit with code 2.
+
+    Each batch's pictures are written as soon as they are made, so Ctrl-C (or SIGTERM) keeps them:
+    the grid of those is written, their paths printed, and the exit code is 130 (143).
+    """
     args = build_parser().parse_args(argv)
+    _interrupt.signal = None
+    out = Path(args.out)
+    kept = []  # (path, image, caption) of every picture written so far
+
+    def keep(images, captions, start):
+        names = [f"{start + i}_{slugify(caption)}.png" for i, caption in enumerate(captions)]
+        kept.extend(zip(save_images(images, out, names), images, captions))
+
+    interrupted = None
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         if args.num_images < 1 or args.batch_size < 1:
             raise ValueError("--num-images and --batch-size must be at least 1")
-        if args.lowres_noise_level is not None and not 0 <= args.lowres_noise_level <= 1:
-            raise ValueError(f"--lowres-noise-level must be in [0, 1], got {args.lowres_noise_level}")
-        device = _parse_device(args.device) if args.device else get_device()
+        if args.steps is not None and args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        check_noise_level(args.lowres_noise_level, "--lowres-noise-level")
+        check_cond_scale(args.cond_scale, "--cond-scale")
+        check_seed(args.seed, "--seed")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; expected a folder (created if missing)")
+        device = check_device(args.device, "--device") if args.device else get_device()
         imagen = load_model(args.model, device=device)
         # Settings not given (None) take the model's recommended ones, stored in its config.json.
-        images, captions = generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size,
-                                    cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps,
-                                    seed=args.seed, lowres_sample_noise_level=args.lowres_noise_level,
-                                    guidance_interval=args.guidance_interval,
-                                    progress=args.progress)
+        generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size, on_batch=keep,
+                 cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                 lowres_sample_noise_level=args.lowres_noise_level, guidance_interval=args.guidance_interval,
+                 progress=args.progress)
     except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:
         # OSError: also a text encoder whose weights cannot be loaded (no network).
         print(f"minimagen-sample: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    names = [f"{i}_{slugify(caption)}.png" for i, caption in enumerate(captions)]
-    paths = save_images(images, out, names)
-    grid = out / "grid.png"
-    image_grid(images, captions, nrow=min(len(captions), 4), min_size=128).save(grid)
-    for path in [*paths, grid]:
-        print(path)
+    except KeyboardInterrupt:
+        interrupted = getattr(_interrupt, "signal", None) or signal.SIGINT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if kept:
+        paths, images, captions = zip(*kept)
+        grid = out / "grid.png"
+        image_grid(torch.stack(images), list(captions), nrow=min(len(captions), 4), min_size=128).save(grid)
+        for path in [*paths, grid]:
+            print(path)
+    if interrupted:
+        total = len(args.prompts) * args.num_images
+        print(f"minimagen-sample: interrupted; kept the {len(kept)} of {total} pictures already made in {out}",
+              file=sys.stderr)
+        return 128 + int(interrupted)
     return 0
+
+
+def _interrupt(signum, frame):
+    """SIGTERM: stop as Ctrl-C would (the pictures already made are kept)."""
+    _interrupt.signal = signum
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -229,9 +229,12 @@ def test_weights_that_do_not_match_the_config_raise_checkpoint_error(tmp_path):
     torch.manual_seed(0)
     other = Imagen((BaseTest(dim=16), SuperTest()), image_sizes=(16, 32), timesteps=4, text_embed_dim=D)
     other.save_pretrained(tmp_path / "b")
-    # Same save id as folder a's config, so only the shapes disagree.
-    save_id = json.loads((tmp_path / "a" / "config.json").read_text())["save_id"]
-    save_file(load_file(tmp_path / "b" / WEIGHTS_NAME), tmp_path / "a" / WEIGHTS_NAME, metadata={"save_id": save_id})
+    # Same save id and checksum as folder b's weights, so only the shapes disagree.
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    config["weights_sha256"] = json.loads((tmp_path / "b" / "config.json").read_text())["weights_sha256"]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    save_file(load_file(tmp_path / "b" / WEIGHTS_NAME), tmp_path / "a" / WEIGHTS_NAME,
+              metadata={"save_id": config["save_id"]})
     with pytest.raises(CheckpointError, match="shape"):
         Imagen.from_pretrained(tmp_path / "a")
 

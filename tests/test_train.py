@@ -26,6 +26,7 @@ from minimagen.train import (
     resolve_config,
     resolve_precision,
 )
+from minimagen.train.state import PREVIOUS_CHECKPOINT_NAME
 from minimagen.utils import cpu_has_fast_bf16
 
 
@@ -126,14 +127,20 @@ def test_corrupt_checkpoint_is_refused_before_anything_is_lost(tmp_path, cache_d
         assert snapshot(out) == before
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, cache_dir, monkeypatch, capsys):
+def nan_after(monkeypatch, global_step: int):
+    """Make the loss NaN in the step after `global_step` steps; returns the real compute_loss."""
     original = Trainer.compute_loss
 
-    def nan_in_step_3(self, unet_number, batch):
+    def nan_loss(self, unet_number, batch):
         loss = original(self, unet_number, batch)
-        return loss * float("nan") if self.global_step == 2 else loss
+        return loss * float("nan") if self.global_step == global_step else loss
 
-    monkeypatch.setattr(Trainer, "compute_loss", nan_in_step_3)
+    monkeypatch.setattr(Trainer, "compute_loss", nan_loss)
+    return original
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, cache_dir, monkeypatch, capsys):
+    nan_after(monkeypatch, 2)
     out = tmp_path / "run"
     with pytest.raises(TrainingDivergedError) as info:
         fit(tiny(out, cache_dir, checkpoint_every=2))
@@ -150,6 +157,28 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, cache_dir
                  "--data-size", "16", "--steps", "3,3", "--checkpoint-every", "2", "--no-progress"])
     assert code == 1
     assert "diverged" in capsys.readouterr().err
+
+
+def test_nan_advice_names_the_finite_checkpoints_and_its_options_work_on_resume(tmp_path, cache_dir, monkeypatch):
+    original = nan_after(monkeypatch, 4)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError) as info:
+        fit(tiny(out, cache_dir, steps=(6, 0), checkpoint_every=2))
+    monkeypatch.setattr(Trainer, "compute_loss", original)
+    message = str(info.value)
+    last, before = read_checkpoint_meta(out / CHECKPOINT_NAME), read_checkpoint_meta(out / PREVIOUS_CHECKPOINT_NAME)
+    assert (last["global_step"], before["global_step"]) == (4, 2)
+    assert f"{out / CHECKPOINT_NAME} (step 4, loss {last['loss']:.4g})" in message
+    assert f"{out / PREVIOUS_CHECKPOINT_NAME} (step 2, loss {before['loss']:.4g})" in message
+    assert f"--resume --out {out} --lr 0.0005 --max-grad-norm 0.5" in message
+
+    # The advice, followed: both options are accepted on --resume and take effect.
+    trainer = Trainer(resolve_config(dict(out_dir=str(out), resume=True, lr=5e-4, max_grad_norm=0.5)))
+    factor = trainer.schedulers[0].lr_lambdas[0](trainer.schedulers[0].last_epoch)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(5e-4 * factor)
+    trainer.fit()
+    saved = read_checkpoint_meta(out / CHECKPOINT_NAME)
+    assert saved["steps_done"] == [6, 0] and saved["config"]["lr"] == 5e-4 and saved["config"]["max_grad_norm"] == 0.5
 
 
 def test_failed_checkpoint_write_leaves_the_old_one_intact(tmp_path, cache_dir, monkeypatch):
@@ -239,8 +268,8 @@ def test_refuses_to_overwrite_a_run(tmp_path, cache_dir, capsys):
 def test_resume_refuses_changed_settings(tmp_path, cache_dir):
     out = tmp_path / "run"
     fit(tiny(out, cache_dir, steps=(1, 1)))
-    with pytest.raises(ValueError, match="lr"):
-        resolve_config(dict(out_dir=str(out), resume=True, lr=0.5))
+    with pytest.raises(ValueError, match="weight_decay"):
+        resolve_config(dict(out_dir=str(out), resume=True, weight_decay=0.5))
     with pytest.raises(ValueError, match="batch_size"):
         Trainer(tiny(out, cache_dir, steps=(1, 1), batch_size=2, resume=True))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

@@ -23,31 +23,44 @@ from .transforms import to_square_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_KEYS = ("text", "caption")
+SKIPS_SHOWN = 5  # skipped files named in the warning; dataset.skipped has them all
 
 
 def _read_metadata(root, skipped):
-    """metadata.jsonl -> {absolute image path: caption}; bad lines are added to skipped."""
+    """metadata.jsonl -> {absolute image path: caption}; bad lines are added to skipped.
+
+    The file is UTF-8, with or without a byte-order mark (Windows editors write one); another
+    encoding is refused with a ValueError naming the file and the first line that is not UTF-8.
+    """
     path = root / "metadata.jsonl"
     captions = {}
     if not path.is_file():
         return captions
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                skipped.append((where, f"bad metadata line: invalid JSON ({e})"))
-                continue
-            text = None
-            if isinstance(entry, dict):
-                text = next((entry[k] for k in CAPTION_KEYS if k in entry), None)
-            if not isinstance(text, str) or "file_name" not in entry:
-                skipped.append((where, 'bad metadata line: expected {"file_name", "text"}'))
-                continue
-            captions[(root / entry["file_name"]).resolve()] = text.strip()
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    for number, data in enumerate(raw.splitlines(), start=1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{number} is not UTF-8 ({e.reason} at byte {e.start}); save metadata.jsonl "
+                             f"as UTF-8") from e
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            skipped.append((where, f"bad metadata line: invalid JSON ({e})"))
+            continue
+        text = None
+        if isinstance(entry, dict):
+            text = next((entry[k] for k in CAPTION_KEYS if k in entry), None)
+        if not isinstance(text, str) or not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
+            skipped.append((where, 'bad metadata line: expected {"file_name": "<path>", "text": "<caption>"} '
+                                   "with both strings"))
+            continue
+        captions[(root / entry["file_name"]).resolve()] = text.strip()
     return captions
 
 
@@ -113,8 +126,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 kind = reason.split(":")[0]  # every reason starts with its kind
                 reasons[kind] = reasons.get(kind, 0) + 1
             summary = ", ".join(f"{n} {kind}" for kind, n in reasons.items())
+            shown = "; ".join(f"{where} ({reason})" for where, reason in self.skipped[:SKIPS_SHOWN])
+            more = f"; and {len(self.skipped) - SKIPS_SHOWN} more" if len(self.skipped) > SKIPS_SHOWN else ""
             warnings.warn(f"ImageFolderDataset(root={str(root)!r}): skipped {len(self.skipped)} "
-                          f"({summary}); see dataset.skipped for paths and reasons", stacklevel=2)
+                          f"({summary}): {shown}{more}. dataset.skipped lists every path and reason", stacklevel=2)
         if not self.samples:
             raise ValueError(
                 f"root={str(root)!r} holds no usable images. Expected image files "

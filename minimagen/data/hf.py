@@ -65,6 +65,8 @@ class HFImageTextDataset(torch.utils.data.Dataset):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive int (pixels per side), got {size!r}")
         _check_columns(dataset.column_names, image_column, caption_column)
+        if len(dataset) == 0:
+            raise ValueError("dataset holds no rows (length 0); expected images with captions")
         self.dataset, self.size = dataset, size
         self.image_column, self.caption_column = image_column, caption_column
 

@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from ..Imagen import Imagen
+from ..validation import check_device
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 TRAIN_COMMANDS = {"shapes": "minimagen-train --preset shapes --out runs/shapes",
@@ -47,8 +48,14 @@ def path_of(name: str) -> Path:
 
 
 def load_pretrained(name: str = "shapes", device=None):
-    """The pretrained Imagen `name` (weights stored in float16, loaded as float32), on `device`, in eval mode."""
-    return Imagen.from_pretrained(path_of(name), device=device)
+    """The pretrained Imagen `name` (weights stored in float16, loaded as float32), on `device`, in eval mode.
+
+    Its folder is checked before use: a damaged file (checksum) or malformed config.json is a CheckpointError.
+    """
+    folder = path_of(name)
+    if device is not None:
+        check_device(device)
+    return Imagen.from_pretrained(folder, device=device)
 
 
 def export(model_dir, name: str, dest=None) -> Path:

@@ -14,7 +14,9 @@ One batch's way, from the command line to an optimizer step:
                  -> Imagen.forward -> backward -> optimizer step -> EMA
     data.py      the data set config.data names and its DataLoader, in minimagen.data.order's order
     state.py     the run folder: checkpoint.safetensors, model/, log.jsonl, samples/ (its docstring
-                 lists them and the checkpoint format), the random-number states
+                 lists them and the checkpoint format), the random-number states, the folder's lock
+    lock.py      one trainer per run folder (fcntl lock on out/.lock, naming its holder)
+    stops.py     how a run ends early: SIGINT/SIGTERM (after the step, with a checkpoint), a NaN loss
 
 Exact resume. A resumed run ends with bit-identical weights to an uninterrupted one because
 nothing random depends on the process's history:
@@ -29,17 +31,20 @@ nothing random depends on the process's history:
 
 from ..data.order import StepSampler, collate_images_and_texts, mix_seed
 from .build import build_imagen, lr_multiplier, make_optimizer, make_scheduler, resolve_precision
-from .cli import CLI_METAVARS, build_parser, main, train
+from .cli import CLI_METAVARS, build_parser, export_run, main, train
 from .config import (CHOICES, DATA_KINDS, DEVICES, LR_SCHEDULES, PRECISIONS, PRESETS, RESUMABLE_FIELDS, TrainConfig,
                      check_resumable, resolve_config)
 from .data import build_dataset, default_sample_captions
 from .state import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION, LOG_NAME, METADATA_KEY, MODEL_DIR,
                     SAMPLES_DIR, RunExistsError, read_checkpoint, read_checkpoint_meta, write_checkpoint)
-from .trainer import Trainer, TrainingDivergedError
+from .lock import RunLockedError
+from .stops import TrainingDivergedError, TrainingInterrupted
+from .trainer import Trainer
 
 __all__ = [
     "TrainConfig", "PRESETS", "RESUMABLE_FIELDS", "CHOICES", "DATA_KINDS", "DEVICES", "LR_SCHEDULES", "PRECISIONS",
-    "resolve_config", "check_resumable", "Trainer", "TrainingDivergedError", "RunExistsError", "train", "main",
+    "resolve_config", "check_resumable", "Trainer", "TrainingDivergedError", "TrainingInterrupted", "RunExistsError",
+    "RunLockedError", "export_run", "train", "main",
     "build_parser", "CLI_METAVARS", "build_imagen", "make_optimizer", "make_scheduler", "lr_multiplier",
     "resolve_precision", "build_dataset", "default_sample_captions", "StepSampler", "collate_images_and_texts",
     "mix_seed", "read_checkpoint", "read_checkpoint_meta", "write_checkpoint", "CHECKPOINT_NAME", "CHECKPOINT_FORMAT",

@@ -6,14 +6,20 @@ One flag per TrainConfig field, its help the field's; the allowed values are con
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, load_weights
+from ..Imagen import Imagen
 from .config import CHOICES, PRESETS, TrainConfig, resolve_config
-from .trainer import Trainer, TrainingDivergedError
+from .lock import RunLockedError
+from .state import CHECKPOINT_NAME, MODEL_DIR, read_checkpoint
+from .stops import TrainingDivergedError, exit_code
+from .trainer import Trainer
 
 CLI_METAVARS = {"steps": "N[,N]", "unets": "NAME,NAME", "image_sizes": "N,N", "unet_dims": "N,N",
                 "adam_betas": "B1,B2", "time_limit": "MINUTES", "data": "SPEC", "out_dir": "DIR",
@@ -70,31 +76,67 @@ def build_parser() -> argparse.ArgumentParser:
             base = next((a for a in typing.get_args(f.type) if a is not type(None)), f.type)
             metavar = CLI_METAVARS.get(f.name) or {int: "N", float: "X"}.get(base, "TEXT")
             parser.add_argument(*names, dest=f.name, type=_cli_type(f.type), metavar=metavar, help=help_text)
+    parser.add_argument("--export", nargs="?", const="", metavar="DIR",
+                        help="train nothing: write the EMA model of --out's checkpoint to DIR (default <out>/model), "
+                             "e.g. to repair a model/ a crash left broken")
     return parser
 
 
 def main(argv=None) -> int:
-    """`minimagen-train`: parse flags, train, and turn user errors into one clear line and exit code 2."""
+    """`minimagen-train`: parse flags, train, and turn user errors into one clear line and exit code 2.
+
+    SIGTERM ends a run as Ctrl-C does (a checkpoint, one line saying how to resume; exit code 143).
+    """
     settings = vars(build_parser().parse_args(argv))
     if "sample_captions" in settings:
         settings["sample_captions"] = tuple(settings["sample_captions"])
-    trainer = None
+    trainer, export_to = None, settings.pop("export", None)
+    _interrupt.signal = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
+        if export_to is not None:
+            print(export_run(settings.get("out_dir") or Path("runs") / settings.get("preset", "shapes"), export_to))
+            return 0
         trainer = Trainer(resolve_config(settings))
         trainer.fit()
     except TrainingDivergedError as err:
         print(f"minimagen-train: error: {err}", file=sys.stderr)
         return 1
-    except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:
+    except (ValueError, CheckpointError, FileNotFoundError, OSError, RunLockedError) as err:
         print(f"minimagen-train: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         where = (f"the last checkpoint is {trainer.checkpoint_path} (step {trainer.last_checkpoint_step}); "
                  f"continue with --resume --out {trainer.out_dir}"
                  if trainer is not None and trainer.last_checkpoint_step is not None else "no checkpoint was written")
         print(f"\nminimagen-train: interrupted; {where}", file=sys.stderr)
-        return 130
+        return exit_code(getattr(err, "signal", None) or getattr(_interrupt, "signal", None))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum, frame):
+    """SIGTERM outside the training steps: stop as Ctrl-C would."""
+    _interrupt.signal = signum
+    raise KeyboardInterrupt
+
+
+def export_run(out_dir, dest: str = "") -> Path:
+    """Write the EMA model of a run's checkpoint as a model folder (default <out_dir>/model): the repair for a
+    model/ that a crash during its export left broken or stale. Returns the folder."""
+    out_dir = Path(out_dir)
+    tensors, meta = read_checkpoint(out_dir / CHECKPOINT_NAME)
+    imagen = Imagen.from_config(meta["model"], source=str(out_dir / CHECKPOINT_NAME))
+    for u, unet in enumerate(imagen.unets, start=1):
+        prefix = f"ema.{u}.module."
+        load_weights(unet, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                     source=str(out_dir / CHECKPOINT_NAME))
+    dest = Path(dest) if dest else out_dir / MODEL_DIR
+    imagen.save_pretrained(dest)
+    return dest
 
 
 def train(**settings) -> Path:

@@ -16,7 +16,7 @@ from ..diffusion import LOSS_TYPES, OBJECTIVES
 from ..samplers import SAMPLERS
 from ..schedules import SCHEDULES
 from ..Unet import PRESETS as UNET_PRESETS
-from .state import CHECKPOINT_NAME, read_checkpoint_meta
+from .state import read_checkpoint_meta, resumable_checkpoint
 
 PRECISIONS = ("auto", "bf16", "no")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -253,9 +253,14 @@ CHOICES = {"noise_schedule": SCHEDULES, "pred_objective": OBJECTIVES, "loss_type
 
 # Settings that may differ when resuming: they change neither the model nor the maths of a step.
 # `steps` may grow to train longer (with the cosine schedule, that stretches the remaining decay).
+# `lr` and `max_grad_norm` may change to continue past a NaN loss (the new peak lr scales the rest of the schedule).
 RESUMABLE_FIELDS = {"out_dir", "resume", "overwrite", "unet", "steps", "text_cache_dir", "num_workers", "log_every",
                     "sample_every", "checkpoint_every", "sample_steps", "sample_sampler", "sample_cond_scale",
-                    "sample_captions", "time_limit", "progress", "device", "warm_cache_max_captions", "num_threads"}
+                    "sample_captions", "time_limit", "progress", "device", "warm_cache_max_captions", "num_threads",
+                    "lr", "max_grad_norm"}
+# Settings of one invocation: a resumed run takes them from its own command line or their defaults, never
+# from the saved run (`--unet 2 --time-limit 5` once does not make every later --resume train U-Net 2 for 5 min).
+PER_INVOCATION_FIELDS = ("unet", "time_limit")
 
 
 def _check_names(settings: dict) -> None:
@@ -288,10 +293,11 @@ def resolve_config(overrides: dict) -> TrainConfig:
     preset = overrides.get("preset", "shapes")
     if overrides.get("resume"):
         out_dir = overrides.get("out_dir") or os.path.join("runs", preset)
-        path = Path(out_dir) / CHECKPOINT_NAME
+        path = resumable_checkpoint(Path(out_dir))
         if path.exists():
             stored = TrainConfig.from_dict(read_checkpoint_meta(path)["config"])
-            config = dataclasses.replace(stored, **{**overrides, "out_dir": str(out_dir), "overwrite": False})
+            once = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in PER_INVOCATION_FIELDS}
+            config = dataclasses.replace(stored, **{**once, **overrides, "out_dir": str(out_dir), "overwrite": False})
             check_resumable(stored, config, path)
             return config
     return TrainConfig.from_preset(preset, **{k: v for k, v in overrides.items() if k != "preset"})

@@ -14,6 +14,13 @@ from .config import DATA_KINDS
 def build_dataset(config, size: int, user_dataset=None):
     """The training data named by config.data, with images (3, size, size) in [0, 1]; or the user's
     (data="custom"), given as a dataset or a function size -> dataset."""
+    dataset = _open_dataset(config, size, user_dataset)
+    if len(dataset) == 0:
+        raise ValueError(f"data: the data set {config.data!r} holds no images (length 0)")
+    return dataset
+
+
+def _open_dataset(config, size: int, user_dataset):
     if user_dataset is not None:
         is_factory = callable(user_dataset) and not hasattr(user_dataset, "__getitem__")
         return user_dataset(size) if is_factory else user_dataset

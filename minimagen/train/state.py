@@ -18,9 +18,10 @@ This module knows files, not training: `training_state` and `load_training_state
 parts of a Trainer (its cascade, EMA copies, optimizers, schedulers and counters) by name.
 """
 
-import hashlib
 import json
+import os
 import random
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -28,13 +29,18 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_write, load_tensors, load_weights,
-                          tensors_to_save, write_tensors)
+from ..checkpoint import (TEMP_PATTERN, CheckpointError, atomic_write, disk_full_error, is_disk_full,
+                          load_model_folder, load_tensors, load_weights, tensors_digest, tensors_to_save,
+                          write_tensors)
+from .lock import check_unlocked
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_DIR = "model"
 LOG_NAME = "log.jsonl"
 SAMPLES_DIR = "samples"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.safetensors"
+REPLACED_DIR = ".replaced_run"  # an --overwrite'n run, kept until the new run's first checkpoint
+RUN_FILES = (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, MODEL_DIR, LOG_NAME, SAMPLES_DIR)
 CHECKPOINT_FORMAT = "minimagen-train"
 CHECKPOINT_VERSION = 1
 METADATA_KEY = "minimagen_train"
@@ -47,21 +53,30 @@ class RunExistsError(ValueError):
 # The checkpoint file -----------------------------------------------------------------------------
 
 
-def tensors_digest(tensors: dict) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+def write_checkpoint(path, tensors: dict, meta: dict, keep_previous: bool = False) -> None:
+    """Atomically write `tensors` and the JSON `meta` (plus a digest of the tensors) as one safetensors file.
 
-
-def write_checkpoint(path, tensors: dict, meta: dict) -> None:
-    """Atomically write `tensors` and the JSON `meta` (plus a digest of the tensors) as one safetensors file."""
+    keep_previous: first keep the checkpoint being replaced as checkpoint.previous.safetensors (a hard
+    link, so nothing is copied; the two files then take twice the space), the way back when the newest
+    one already holds weights on their way to a NaN.
+    """
+    path = Path(path)
     tensors = tensors_to_save(tensors)  # the digest is of exactly the bytes written
     meta = {**meta, "tensors_sha256": tensors_digest(tensors)}
+    if keep_previous and path.exists():
+        _link_or_copy(path, path.with_name(PREVIOUS_CHECKPOINT_NAME))
     write_tensors(path, tensors, metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """Make `dest` the same file as `source` atomically: a hard link where the file system has them."""
+    def link(tmp):
+        os.remove(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network or Windows file systems): copy
+            shutil.copyfile(source, tmp)
+    atomic_write(dest, link)
 
 
 def read_checkpoint_meta(path) -> dict:
@@ -168,6 +183,7 @@ def training_state(trainer) -> tuple:
         "num_processes": trainer.accelerator.num_processes,
         "optimizers": optimizers, "schedulers": [s.state_dict() for s in trainer.schedulers],
         "rng": rng_meta, "train_time": trainer.train_time, "saved_at": time.time(),
+        "loss": trainer.last_loss,  # of the step before this checkpoint: tells a sane one from one about to diverge
     }
     return tensors, meta
 
@@ -189,6 +205,7 @@ def load_training_state(trainer, tensors: dict, meta: dict, source: str) -> None
                   for group in saved["param_groups"]]
         opt.load_state_dict({"state": dict(sorted(state.items())), "param_groups": groups})
         sched.load_state_dict(meta["schedulers"][u - 1])
+        _set_peak_lr(opt, sched, trainer.config.lr)
     processes = trainer.accelerator.num_processes
     if meta["num_processes"] != processes:
         warnings.warn(f"{source} was written by a run with {meta['num_processes']} processes and this one has "
@@ -200,6 +217,37 @@ def load_training_state(trainer, tensors: dict, meta: dict, source: str) -> None
     set_rng_state(tensors, meta["rng"])
 
 
+def file_id(path: Path):
+    """(inode, size, modification time) of a file, or None: tells whether someone replaced it."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _set_peak_lr(optimizer, scheduler, lr: float) -> None:
+    """A resumed run given another --lr (to get past a NaN): the schedule continues from the same step
+    with the new peak, lr x lr_multiplier(step)."""
+    if scheduler.base_lrs == [lr] * len(scheduler.base_lrs):
+        return
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group["initial_lr"], group["lr"] = lr, lr * factor
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def model_matches(model_dir: Path, imagen) -> bool:
+    """Whether model_dir is a readable model folder holding exactly `imagen`'s weights."""
+    try:
+        _, state = load_model_folder(model_dir)
+    except CheckpointError:
+        return False
+    expected = imagen.state_dict()
+    return state.keys() == expected.keys() and all(torch.equal(state[k], expected[k].cpu()) for k in state)
+
+
 # The folder ------------------------------------------------------------------------------------
 
 
@@ -207,9 +255,15 @@ def open_run(out_dir: Path, resume: bool, overwrite: bool):
     """Before anything is written: the saved run's (tensors, meta) to resume, or None to start afresh.
 
     FileNotFoundError if resuming without a checkpoint; CheckpointError if it is damaged;
-    RunExistsError if the folder holds a run that is neither resumed nor overwritten.
+    RunExistsError if the folder holds a run that is neither resumed nor overwritten; RunLockedError
+    if another process trains there. An --overwrite that never reached its first checkpoint (killed)
+    has its replaced run put back first.
     """
     path = out_dir / CHECKPOINT_NAME
+    check_unlocked(out_dir)
+    if restore_replaced_run(out_dir):
+        warnings.warn(f"{out_dir}: an --overwrite stopped before its first checkpoint; the run it was replacing "
+                      f"is back in place", stacklevel=3)
     if resume:
         if not path.exists():
             raise FileNotFoundError(f"cannot resume: there is no checkpoint at {path}. Start a new run without resume.")
@@ -222,25 +276,96 @@ def open_run(out_dir: Path, resume: bool, overwrite: bool):
 
 
 def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, step: int) -> None:
-    """Create the output folder; with overwrite, remove the files of the run it replaces; with resume,
-    drop log lines past `step`, the checkpoint's (the interrupted run's lost steps are about to be redone)."""
+    """Create the output folder; with overwrite, move the run it replaces into .replaced_run/ (removed
+    once the new run writes its first checkpoint, put back if it never does); with resume, drop log lines
+    past `step`, the checkpoint's (the interrupted run's lost steps are about to be redone)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / LOG_NAME
     if resume:
         if log.exists():
-            lines = [line for line in log.read_text().splitlines()
-                     if line.strip() and json.loads(line).get("step", 0) <= step]
-            atomic_write(log, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in lines)))
+            atomic_write(log, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in read_log(log, step))))
     elif overwrite:
-        for path in [out_dir / CHECKPOINT_NAME, log, out_dir / MODEL_DIR / CONFIG_NAME,
-                     out_dir / MODEL_DIR / WEIGHTS_NAME, *(out_dir / SAMPLES_DIR).glob("step_*.png")]:
-            if path.exists():
-                path.unlink()
+        set_aside_run(out_dir)
     elif log.exists():
         log.unlink()  # a run that stopped before its first checkpoint: nothing in it to keep
 
 
+def read_log(log: Path, up_to_step: int | None = None) -> list:
+    """The lines of log.jsonl (up to `up_to_step`), without the damaged ones a power cut leaves, with a warning."""
+    lines = []
+    for number, line in enumerate(log.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = record.get("step", 0) if isinstance(record, dict) else None
+        except json.JSONDecodeError:
+            step = None
+        if not isinstance(step, int):
+            warnings.warn(f"{log}:{number} is damaged (an interrupted write?) and was dropped", stacklevel=2)
+        elif up_to_step is None or step <= up_to_step:
+            lines.append(line)
+    return lines
+
+
 def append_log(out_dir: Path, record: dict) -> None:
     """One line of log.jsonl."""
-    with open(out_dir / LOG_NAME, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(out_dir / LOG_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(out_dir, 4096) from err
+        raise
+
+
+def remove_temporary_files(out_dir: Path) -> list:
+    """Delete the temporary files a killed process left behind (atomic_write's `.<name>.<random>.tmp`)."""
+    stale = [p for folder in (out_dir, out_dir / MODEL_DIR, out_dir / SAMPLES_DIR) if folder.is_dir()
+             for p in folder.glob(TEMP_PATTERN) if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+# Replacing a run (--overwrite) without losing it before the new one has a checkpoint ---------------
+
+
+def set_aside_run(out_dir: Path) -> None:
+    """Move the run files of out_dir into out_dir/.replaced_run/."""
+    replaced = out_dir / REPLACED_DIR
+    if replaced.exists():  # an earlier --overwrite never reached its first checkpoint: that run is the one to keep
+        restore_replaced_run(out_dir)
+    replaced.mkdir()
+    for name in RUN_FILES:
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, replaced / name)
+
+
+def restore_replaced_run(out_dir: Path) -> bool:
+    """Put back a run set aside by an --overwrite that stopped before its first checkpoint; True if one was."""
+    replaced = out_dir / REPLACED_DIR
+    if not replaced.is_dir():
+        return False
+    for name in RUN_FILES:
+        current = out_dir / name
+        if current.is_dir():
+            shutil.rmtree(current)
+        elif current.exists():
+            current.unlink()
+        if (replaced / name).exists():
+            os.replace(replaced / name, current)
+    shutil.rmtree(replaced)
+    return True
+
+
+def resumable_checkpoint(out_dir: Path) -> Path:
+    """The checkpoint --resume continues: the folder's, or the one an unfinished --overwrite set aside
+    (open_run puts it back)."""
+    path, replaced = out_dir / CHECKPOINT_NAME, out_dir / REPLACED_DIR / CHECKPOINT_NAME
+    return replaced if not path.exists() and replaced.exists() else path
+
+
+def discard_replaced_run(out_dir: Path) -> None:
+    """The new run has its first checkpoint: the run it replaced can go."""
+    shutil.rmtree(out_dir / REPLACED_DIR, ignore_errors=True)

@@ -31,19 +31,15 @@ from ..data import TextEmbeddingCache, TextImageCollator
 from ..data.order import collate_images_and_texts, mix_seed
 from ..Imagen import Imagen
 from ..utils import get_device, image_grid, set_seed
+from ..validation import check_device
 from .build import build_imagen, make_optimizer, make_scheduler, resolve_precision
 from .config import TrainConfig, check_resumable
 from .data import build_dataset, default_sample_captions, step_dataloader, warm_cache
-from .state import (CHECKPOINT_NAME, MODEL_DIR, SAMPLES_DIR, append_log, load_training_state, open_run,
-                    prepare_out_dir, training_state, write_checkpoint)
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite. Attributes: step, unet, loss, checkpoint (last good one or None)."""
-
-    def __init__(self, message, step=None, unet=None, loss=None, checkpoint=None):
-        super().__init__(message)
-        self.step, self.unet, self.loss, self.checkpoint = step, unet, loss, checkpoint
+from .stops import StopOnSignal, TrainingInterrupted, diverged
+from .lock import RunLock
+from .state import (CHECKPOINT_NAME, MODEL_DIR, SAMPLES_DIR, RunExistsError, append_log,
+                    discard_replaced_run, file_id, load_training_state, model_matches, open_run, prepare_out_dir,
+                    remove_temporary_files, restore_replaced_run, training_state, write_checkpoint)
 
 
 class Trainer:
@@ -68,6 +64,7 @@ class Trainer:
 
         # Everything that can fail on bad input fails here, before any work is done or file touched.
         saved = open_run(self.out_dir, config.resume, config.overwrite)  # (tensors, meta) to resume, or None
+        self._opened = file_id(self.checkpoint_path)  # fit() checks no one else wrote it in between
         if saved is not None:
             check_resumable(TrainConfig.from_dict(saved[1]["config"]), config, self.checkpoint_path)
         if config.data == "custom" and dataset is None:
@@ -78,9 +75,7 @@ class Trainer:
 
         # Device and precision. accelerate runs as one plain process without any configuration, and
         # as one process per GPU under `accelerate launch`.
-        device = get_device() if config.device == "auto" else torch.device(config.device)
-        if config.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' but torch sees no CUDA GPU")
+        device = get_device() if config.device == "auto" else check_device(config.device, "device")
         self.precision = resolve_precision(config.precision, device)
         # step_scheduler_with_optimizer=False: we step the LR scheduler once per optimizer step
         # ourselves; accelerate's default would step it once per process, speeding up warm-up.
@@ -106,6 +101,8 @@ class Trainer:
         self.train_time = 0.0  # seconds spent training, summed over resumed runs
         self.last_checkpoint_step = None
         self.last_sample_step = None
+        self.last_loss = None  # the loss of the latest step, saved with each checkpoint
+        self._stop = StopOnSignal()
         self.cache = TextEmbeddingCache(config.text_encoder, cache_dir=config.text_cache_dir)
         self._datasets = {}
         self._sample_captions = list(config.sample_captions) if config.sample_captions else None
@@ -121,10 +118,56 @@ class Trainer:
     # The loop ------------------------------------------------------------------------------------
 
     def fit(self) -> Path:
-        """Train the chosen U-Nets to their step targets (or until the time limit); returns the output folder."""
+        """Train the chosen U-Nets to their step targets (or until the time limit); returns the output folder.
+
+        Everything that can fail on the data or the text encoder fails before the run folder is touched
+        (`_preflight`); then the folder is locked against a second trainer, the temporary files of a
+        killed run are removed, and a resumed run's model/ is re-exported if it is not the checkpoint's.
+        SIGINT or SIGTERM stop it after the current step with a checkpoint (TrainingInterrupted).
+        """
         cfg = self.config
-        if self.is_main:
-            prepare_out_dir(self.out_dir, cfg.resume, cfg.overwrite, self.global_step)
+        self._preflight()
+        lock = RunLock(self.out_dir) if self.is_main else None
+        if lock is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            stale = lock.acquire()
+            if stale:
+                tqdm.write(f"minimagen-train: took over the lock of a process that no longer runs ({stale})")
+        try:
+            if file_id(self.checkpoint_path) != self._opened:
+                raise RunExistsError(f"{self.checkpoint_path} changed since this Trainer opened it (another run "
+                                     f"wrote it); start again")
+            if self.is_main:
+                remove_temporary_files(self.out_dir)
+                prepare_out_dir(self.out_dir, cfg.resume, cfg.overwrite, self.global_step)
+                if cfg.resume and not model_matches(self.out_dir / MODEL_DIR, self.ema_imagen):
+                    tqdm.write(f"minimagen-train: {self.out_dir / MODEL_DIR} did not hold the checkpoint's model "
+                               f"(an export was interrupted): exported again")
+                    self.export()
+            with self._stop:
+                return self._fit()
+        except BaseException:
+            if self.is_main and cfg.overwrite and self.last_checkpoint_step is None:
+                restore_replaced_run(self.out_dir)  # the new run has nothing to show: the old one comes back
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _preflight(self) -> None:
+        """Open the data of every U-Net still to train, load the text encoder and build a first batch."""
+        cfg = self.config
+        todo = [u for u in cfg.unet_numbers() if self.steps_done[u - 1] < cfg.target_steps()[u - 1]]
+        for u in todo:
+            self.dataset(u)
+        if todo:
+            batch = next(iter(self.dataloader(todo[0])))
+            if "text_embeds" not in batch:
+                self.cache.encode(batch["texts"][:1])
+        self.sample_captions()
+
+    def _fit(self) -> Path:
+        cfg = self.config
         start = time.monotonic()
         budget = cfg.time_limit * 60 if cfg.time_limit else None
         targets = cfg.target_steps()
@@ -146,14 +189,24 @@ class Trainer:
                 deadline = time.monotonic() + max(0.0, budget - (time.monotonic() - start)) * work[0] / sum(work)
             finished = self._train_unet(u, deadline)
             out_of_time |= not finished
+            if self._stop.signal is not None:
+                break
         if self.last_checkpoint_step != self.global_step or not (self.out_dir / MODEL_DIR).exists():
             self.save_checkpoint()
+        if self._stop.signal is not None:
+            raise TrainingInterrupted(f"stopped at step {self.global_step}; the checkpoint is {self.checkpoint_path}: "
+                                      f"continue with --resume --out {self.out_dir}", signal=self._stop.signal,
+                                      checkpoint=self.checkpoint_path, step=self.global_step)
         trained = [u for u in range(1, cfg.num_unets + 1) if self.steps_done[u - 1] > 0]
         if self.last_sample_step != self.global_step and trained:
             self.save_samples(max(trained))
         if self.is_main:
-            status = ", ".join(f"U-Net {u} {self.steps_done[u - 1]}/{targets[u - 1]}" for u in cfg.unet_numbers())
-            why = "time limit reached; continue with --resume" if out_of_time else "done"
+            every = range(1, cfg.num_unets + 1)
+            status = ", ".join(f"U-Net {u} {self.steps_done[u - 1]}/{targets[u - 1]}" for u in every)
+            left = [u for u in every if self.steps_done[u - 1] < targets[u - 1]]
+            why = ("time limit reached; continue with --resume" if out_of_time else
+                   f"done with U-Net {cfg.unet}; U-Net {', '.join(map(str, left))} not finished: continue with "
+                   f"--resume" if left else "done")
             tqdm.write(f"minimagen-train: {why} ({status}). Model: {self.out_dir / MODEL_DIR}; try\n"
                        f"  minimagen-sample --model {self.out_dir / MODEL_DIR} \"{self.sample_captions()[0]}\"")
         return self.out_dir
@@ -173,6 +226,7 @@ class Trainer:
         batches = iter(loader)
         losses, interval_time, interval_images = [], 0.0, 0
         finished = True
+        self._stop.armed = True  # a signal now stops the loop after its step, with a checkpoint
         try:
             while self.steps_done[i] < target:
                 tick = time.perf_counter()
@@ -184,7 +238,7 @@ class Trainer:
                         loss = self.compute_loss(unet_number, batch)
                         value = acc.reduce(loss.detach().float(), reduction="mean").item()  # mean over processes
                         if not math.isfinite(value):
-                            raise self._diverged(unet_number, value)
+                            raise diverged(self, unet_number, value)
                         step_losses.append(value)
                         acc.backward(loss)  # divides by grad_accum, so the accumulated gradient is a mean
                         if acc.sync_gradients and cfg.max_grad_norm:
@@ -199,6 +253,7 @@ class Trainer:
                 elapsed = time.perf_counter() - tick
                 self.train_time += elapsed
                 losses.append(sum(step_losses) / len(step_losses))
+                self.last_loss = losses[-1]
                 interval_time += elapsed
                 interval_images += images_per_step
                 bar.update(1)
@@ -215,17 +270,18 @@ class Trainer:
                     self.save_samples(unet_number)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-                if deadline is not None and self.steps_done[i] < target and self._time_is_up(deadline):
+                if self.steps_done[i] < target and self._should_stop(deadline):
                     finished = False
                     break
         finally:
+            self._stop.armed = False
             bar.close()
             self._training_unet.pop(i, None)
             unet.eval()
         # The end of a U-Net's block is a natural resting point: keep it, and show what it learnt.
         if self.last_checkpoint_step != self.global_step:
             self.save_checkpoint()
-        if self.last_sample_step != self.global_step:
+        if self.last_sample_step != self.global_step and self._stop.signal is None:  # a signal asks for a quick end
             self.save_samples(unet_number)
         return finished
 
@@ -297,26 +353,13 @@ class Trainer:
             ema.n_averaged.zero_()  # AveragedModel copies the weights when it has averaged nothing yet
         ema.update_parameters(self.imagen.unets[index])
 
-    def _time_is_up(self, deadline: float) -> bool:
-        """Whether any process has passed the deadline: all must stop at the same step, or the others
-        would wait forever for its gradients."""
-        late = torch.tensor(float(time.monotonic() >= deadline), device=self.device)
-        return self.accelerator.reduce(late, reduction="sum").item() > 0
-
-    def _diverged(self, unet_number: int, loss: float) -> TrainingDivergedError:
-        step = self.global_step + 1
-        if self.last_checkpoint_step is not None and self.checkpoint_path.exists():
-            where = (f"The last good checkpoint is {self.checkpoint_path} (step {self.last_checkpoint_step}); "
-                     f"continue from it with `minimagen-train --resume --out {self.out_dir}`, perhaps with a "
-                     f"lower --lr or --max-grad-norm.")
-            checkpoint = self.checkpoint_path
-        else:
-            where = "No checkpoint was written yet; try a lower --lr or --max-grad-norm."
-            checkpoint = None
-        return TrainingDivergedError(
-            f"training diverged: the loss of U-Net {unet_number} is {loss} at step {step} "
-            f"(U-Net {unet_number} step {self.steps_done[unet_number - 1] + 1}). {where}",
-            step=step, unet=unet_number, loss=loss, checkpoint=checkpoint)
+    def _should_stop(self, deadline: float | None) -> bool:
+        """Whether any process has passed the deadline or received a stop signal: all must stop at the
+        same step, or the others would wait forever for its gradients."""
+        stop = self._stop.signal is not None or (deadline is not None and time.monotonic() >= deadline)
+        if self.accelerator.num_processes == 1:
+            return stop
+        return self.accelerator.reduce(torch.tensor(float(stop), device=self.device), reduction="sum").item() > 0
 
     # Data ----------------------------------------------------------------------------------------
 
@@ -349,8 +392,10 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write checkpoint.safetensors (atomically) and export the EMA model to model/; main process only."""
         if self.is_main:
-            write_checkpoint(self.checkpoint_path, *self.state())
+            write_checkpoint(self.checkpoint_path, *self.state(), keep_previous=True)
             self.export()
+            if self.config.overwrite:
+                discard_replaced_run(self.out_dir)
         self.last_checkpoint_step = self.global_step
         return self.checkpoint_path
 
