@@ -431,6 +431,7 @@ class Imagen(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, device=None) -> "Imagen":
         """Load a model written by save_pretrained (float32, on `device`, in eval mode)."""
+        device = validation.check_device(device) if device is not None else None  # before reading the weights
         config, state = load_model_folder(directory)
         imagen = cls.from_config(config, source=str(Path(directory) / CONFIG_NAME))
         load_weights(imagen, state, source=str(Path(directory) / WEIGHTS_NAME))

@@ -218,3 +218,10 @@ def test_a_trainer_given_an_empty_dataset_refuses_it_before_writing_anything(tmp
     with pytest.raises(ValueError, match="length 0"):
         Trainer(config, dataset=[]).fit()
     assert not out.exists()
+
+
+def test_from_pretrained_on_a_missing_device_says_so_before_loading(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal needs a machine without it")
+    with pytest.raises(ValueError, match="device: CUDA is not available on this machine"):
+        Imagen.from_pretrained(tmp_path / "no such folder", device="cuda")
