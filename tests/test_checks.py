@@ -93,6 +93,24 @@ def ddim_eta(x_t, x0, a_t, a_s, noise, eta, *, posterior_fn=post, sqrt=True, sig
     return a_s.sqrt() * x0 + (1 - a_s - sigma2).clamp(min=0).sqrt() * implied + sign * fresh * noise
 
 
+def dpm_step(x_t, x0, t, s, diffusion, x0_prev=None, t_prev=None, *, table="alphas_cumprod", shift=0, sign=1.0,
+             r_inverted=False, sqrt=True, first_order=False, log_snr_factor=0.5, two=2, d_sqrt=True):
+    def at(i):
+        return getattr(diffusion, table)[i + shift].view(-1, 1, 1, 1)
+
+    def lam(i):
+        return log_snr_factor * (at(i) / (1 - at(i))).log()
+
+    h = sign * (lam(s) - lam(t))
+    D = x0
+    if x0_prev is not None and not first_order:
+        r = (lam(t) - lam(t_prev)) / h
+        r = 1 / r if r_inverted else r
+        D = (1 + 1 / (two * r)) * x0 - x0_prev / (two * r)
+    ratio = (1 - at(s)) / (1 - at(t))
+    return (ratio.sqrt() if sqrt else ratio) * x_t + (at(s).sqrt() if d_sqrt else at(s)) * (1 - torch.exp(-h)) * D
+
+
 def thresholded_eps(x_t, eps, t, diffusion, percentile, *, table="alphas_cumprod", sqrt=True, sign=1.0, shift=0):
     a_t = getattr(diffusion, table)[(t + shift).clamp(0, diffusion.timesteps - 1)][:, None, None, None]
     r_a, r_1a = (a_t.sqrt(), (1 - a_t).sqrt()) if sqrt else (a_t, 1 - a_t)
@@ -204,6 +222,7 @@ RIGHT = [
     (checks.check_posterior, (post,)),
     (checks.check_eps_from_v, (eps_from_v,)),
     (checks.check_ddim_eta_step, (ddim_eta, post)),
+    (checks.check_dpm_solver_step, (dpm_step,)),
     (checks.check_thresholded_eps, (thresholded_eps,)),
     (checks.check_text_keys_values, (text_kv,)),
     (checks.check_cached_cross_attention, (cached_attention,)),
@@ -268,10 +287,12 @@ def test_an_unrecognised_mistake_gets_numbers_not_a_made_up_diagnosis(capsys):
     (checks.check_forward_jump, (with_mistake(jump, sqrt=False),), "missing sqrt"),
     (checks.check_eps_from_v, (with_mistake(eps_from_v, sqrt=False),), "missing sqrt"),
     (checks.check_ddim_eta_step, (with_mistake(ddim_eta, sqrt=False), post), "missing sqrt"),
+    (checks.check_dpm_solver_step, (with_mistake(dpm_step, sqrt=False),), "missing sqrt"),
     (checks.check_thresholded_eps, (with_mistake(thresholded_eps, sqrt=False),), "missing sqrt"),
     (checks.check_level_for_snr, (with_mistake(level_for_snr, sqrt=False),), "missing sqrt"),
     (checks.check_training_step, (with_mistake(train_step, sqrt=False),), "missing sqrt"),
-], ids=["forward_jump", "eps_from_v", "ddim_eta_step", "thresholded_eps", "level_for_snr", "training_step"])
+], ids=["forward_jump", "eps_from_v", "ddim_eta_step", "dpm_solver_step", "thresholded_eps", "level_for_snr",
+        "training_step"])
 def test_a_missing_square_root_is_named(check, fns, hint, capsys):
     assert_fails(check, *fns, capsys=capsys, expected=(hint,))
 
@@ -279,11 +300,13 @@ def test_a_missing_square_root_is_named(check, fns, hint, capsys):
 @pytest.mark.parametrize("check,fns,hint", [
     (checks.check_eps_from_v, (with_mistake(eps_from_v, sign=-1.0),), "wrong sign"),
     (checks.check_ddim_eta_step, (with_mistake(ddim_eta, sign=-1.0), post), "wrong sign"),
+    (checks.check_dpm_solver_step, (with_mistake(dpm_step, sign=-1.0),), "wrong sign of h"),
     (checks.check_thresholded_eps, (with_mistake(thresholded_eps, sign=-1.0),), "wrong sign"),
     (checks.check_training_step, (with_mistake(train_step, sign=-1.0),), "wrong sign"),
     (checks.check_composed_guidance, (with_mistake(composed, reverse=True),), "wrong sign"),
     (checks.check_level_for_snr, (with_mistake(level_for_snr, root=-1.0),), "negative root"),
-], ids=["eps_from_v", "ddim_eta_step", "thresholded_eps", "training_step", "composed_guidance", "level_for_snr"])
+], ids=["eps_from_v", "ddim_eta_step", "dpm_solver_step", "thresholded_eps", "training_step", "composed_guidance",
+        "level_for_snr"])
 def test_a_wrong_sign_is_named(check, fns, hint, capsys):
     assert_fails(check, *fns, capsys=capsys, expected=(hint,))
 
@@ -292,9 +315,10 @@ def test_a_wrong_sign_is_named(check, fns, hint, capsys):
     (checks.check_respaced_betas, with_mistake(respaced, table="alphas")),
     (checks.check_forward_jump, with_mistake(jump, table="alphas")),
     (checks.check_eps_from_v, with_mistake(eps_from_v, table="alphas")),
+    (checks.check_dpm_solver_step, with_mistake(dpm_step, table="alphas")),
     (checks.check_thresholded_eps, with_mistake(thresholded_eps, table="alphas")),
     (checks.check_training_step, with_mistake(train_step, table="alphas")),
-], ids=["respaced_betas", "forward_jump", "eps_from_v", "thresholded_eps", "training_step"])
+], ids=["respaced_betas", "forward_jump", "eps_from_v", "dpm_solver_step", "thresholded_eps", "training_step"])
 def test_alphas_where_alphas_cumprod_belongs_is_named(check, fn, capsys):
     assert_fails(check, fn, capsys=capsys, expected=("alphas (one step", "alphas_cumprod belongs"))
 
@@ -345,9 +369,10 @@ def test_the_mask_not_extended_for_the_null_token_is_named(capsys):
     (checks.check_respaced_betas, with_mistake(respaced, shift=-1)),
     (checks.check_forward_jump, with_mistake(jump, shift=-1)),
     (checks.check_eps_from_v, with_mistake(eps_from_v, shift=-1)),
+    (checks.check_dpm_solver_step, with_mistake(dpm_step, shift=-1)),
     (checks.check_thresholded_eps, with_mistake(thresholded_eps, shift=-1)),
     (checks.check_training_step, with_mistake(train_step, time_shift=0)),
-], ids=["respaced_betas", "forward_jump", "eps_from_v", "thresholded_eps", "training_step"])
+], ids=["respaced_betas", "forward_jump", "eps_from_v", "dpm_solver_step", "thresholded_eps", "training_step"])
 def test_t_off_by_one_is_named(check, fn, capsys):
     assert_fails(check, fn, capsys=capsys, expected=("off by one",))
 
@@ -435,6 +460,37 @@ def test_ddim_eta_step_mistakes(capsys):
     assert_fails(check, total_noise_grows, post, capsys=capsys, expected=("sqrt(1 - a_s - sigma^2)",))
     assert_fails(check, lambda x_t, x0, a_t, a_s, noise, eta: ddim_eta(x_t, x0, a_t, a_s, noise, 0.0), post,
                  capsys=capsys, expected=("left out the fresh noise",))
+
+
+def test_dpm_solver_step_mistakes(capsys):
+    check = checks.check_dpm_solver_step
+    assert_fails(check, with_mistake(dpm_step, first_order=True), capsys=capsys, expected=("first-order (DDIM) step",))
+    assert_fails(check, with_mistake(dpm_step, r_inverted=True), capsys=capsys, expected=("r is upside down",))
+    assert_fails(check, with_mistake(dpm_step, log_snr_factor=1.0), capsys=capsys, expected=("HALF the log-SNR",))
+    assert_fails(check, with_mistake(dpm_step, two=1), capsys=capsys, expected=("END of the jump",))
+    assert_fails(check, with_mistake(dpm_step, two=-2), capsys=capsys, expected=("wrong sign", "PAST x0"))
+    assert_fails(check, with_mistake(dpm_step, d_sqrt=False), capsys=capsys,
+                 expected=("missing sqrt", "D's coefficient"))
+
+    def swapped(x_t, x0, t, s, diffusion, x0_prev, t_prev):
+        if x0_prev is None:
+            return dpm_step(x_t, x0, t, s, diffusion)
+        return dpm_step(x_t, x0_prev, t, s, diffusion, x0, t_prev)
+
+    assert_fails(check, swapped, capsys=capsys, expected=("x0 and x0_prev are swapped",))
+
+    def no_first_step(x_t, x0, t, s, diffusion, x0_prev, t_prev):
+        return dpm_step(x_t, x0, t, s, diffusion, x0 + 0 * x0_prev, t_prev) + 0 * (x0 - x0_prev)
+
+    assert_fails(check, no_first_step, capsys=capsys, expected=("raised TypeError", "x0_prev and t_prev are None"))
+
+    def implied_noise_from_x0(x_t, x0, t, s, diffusion, x0_prev=None, t_prev=None):  # DDIM's form, D in one place
+        a_t, a_s = (diffusion.alphas_cumprod[i].view(-1, 1, 1, 1) for i in (t, s))
+        D = (dpm_step(x_t, x0, t, s, diffusion, x0_prev, t_prev) - ((1 - a_s) / (1 - a_t)).sqrt() * x_t
+             ) / (a_s.sqrt() - a_t.sqrt() * ((1 - a_s) / (1 - a_t)).sqrt())
+        return a_s.sqrt() * D + (1 - a_s).sqrt() * (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+
+    assert_fails(check, implied_noise_from_x0, capsys=capsys, expected=("implied noise must come from D",))
 
 
 def test_thresholded_eps_mistakes(capsys):

@@ -12,6 +12,7 @@ One module per course chapter, all on the shared machinery of `common`:
     common                running, reporting and comparing; inputs several chapters share
     noise_schedules       01  1.1 check_shifted_schedule  1.2 check_respaced_betas  1.3 check_forward_jump
     diffusion_steps       02  2.1 check_posterior  2.2 check_eps_from_v  2.3 check_ddim_eta_step
+                              2.4 check_dpm_solver_step
     dynamic_thresholding  03  3.1 check_thresholded_eps
     resnet_attention      04  4.1 check_text_keys_values  4.2 check_cached_cross_attention
     guidance              06  6.1 check_composed_guidance  6.2 check_negative_guidance
@@ -26,7 +27,7 @@ reference out (a pure function beside the check, with its equation in the docstr
 Model code never imports this package.
 """
 
-from .diffusion_steps import check_ddim_eta_step, check_eps_from_v, check_posterior
+from .diffusion_steps import check_ddim_eta_step, check_dpm_solver_step, check_eps_from_v, check_posterior
 from .dynamic_thresholding import check_thresholded_eps
 from .guidance import check_composed_guidance, check_negative_guidance
 from .noise_augmentation import check_level_for_snr
@@ -41,6 +42,7 @@ __all__ = [
     "check_posterior",
     "check_eps_from_v",
     "check_ddim_eta_step",
+    "check_dpm_solver_step",
     "check_thresholded_eps",
     "check_text_keys_values",
     "check_cached_cross_attention",

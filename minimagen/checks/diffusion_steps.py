@@ -1,8 +1,9 @@
-"""02 · Forward and reverse diffusion: exercises 2.1-2.3 (the posterior of a jump, eps from v, DDIM with eta)."""
+"""02 · Forward and reverse diffusion: exercises 2.1-2.4 (the posterior of a jump, eps from v, DDIM with eta, one
+DPM-Solver++(2M) step)."""
 
 import torch
 
-from ..samplers import ddim_step, posterior
+from ..samplers import ddim_step, dpmpp_2m_step, half_log_snr, posterior
 from .common import _b, _call, _checker, _compare, _earlier, _Failed, _passed, _schedule_inputs
 
 
@@ -151,3 +152,80 @@ def check_ddim_eta_step(fn, my_posterior=None):
         diff = _compare(got, expected, what=f"x_s (eta={eta:g})", variants=variants, cause=cause)
         worst = max(worst, diff)
     return _passed(worst, " for eta = 0, 0.5 and 1")
+
+
+def _solver_inputs():
+    """x_t, x0, x0_prev (4, 3, 8, 8), the schedule and per-image steps t_prev > t > s >= 0 (uneven: r = h_prev / h
+    runs from about 0.3 to 1.8, so r and 1 / r differ everywhere)."""
+    schedule, x_t, x0 = _schedule_inputs()
+    g = torch.Generator().manual_seed(3)
+    x0_prev = (x0 + 0.3 * torch.randn(x0.shape, generator=g)).clamp(-1, 1)
+    t_prev, t, s = torch.tensor([30, 60, 95, 50]), torch.tensor([20, 40, 80, 44]), torch.tensor([5, 30, 50, 33])
+    return schedule, x_t, x0.clamp(-1, 1), x0_prev, t_prev, t, s
+
+
+def _solver_variants(x_t, x0, x0_prev, a_prev, a_t, a_s):
+    """Known wrong 2M steps from alphas_cumprod (b,) at t_prev, t, s: (callable, hint) pairs for _compare."""
+    A_t, A_s = _b(a_t), _b(a_s)
+    lam_prev, lam_t, lam_s = (half_log_snr(_b(a)) for a in (a_prev, a_t, a_s))
+    h, h_prev = lam_s - lam_t, lam_t - lam_prev
+
+    def step(d_coef=None, h_exp=h, ratio=h_prev / h, newest=x0, older=x0_prev, sqrt=True, ahead=0.5):
+        d = newest + ahead * (newest - older) / ratio
+        x_coef = ((1 - A_s) / (1 - A_t)) if not sqrt else ((1 - A_s) / (1 - A_t)).sqrt()
+        return x_coef * x_t + (A_s.sqrt() * (1 - torch.exp(-h_exp)) if d_coef is None else d_coef) * d
+
+    def noise_from_x0():  # the DDIM form sqrt(a_s) D + sigma_s eps, with eps implied by x0 instead of D
+        d = x0 + (x0 - x0_prev) / (2 * h_prev / h)
+        return A_s.sqrt() * d + ((1 - A_s) / (1 - A_t)).sqrt() * (x_t - A_t.sqrt() * x0)
+
+    return [
+        (lambda: dpmpp_2m_step(x_t, x0, a_t, a_s), "that is the first-order (DDIM) step: with a previous prediction, "
+                                                    "D extrapolates the line through x0_prev and x0"),
+        (lambda: step(h_exp=-h, ratio=-h_prev / h), "wrong sign of h: h = lambda_s - lambda_t > 0, since lambda "
+                                                    "grows as the noise falls"),
+        (lambda: step(ratio=-h_prev / h), "wrong sign: the line goes on PAST x0, D = x0 + (x0 - x0_prev) / (2r), "
+                                          "with h_prev = lambda_t - lambda_prev > 0, so r > 0"),
+        (lambda: step(ratio=h / h_prev), "r is upside down: r = h_prev / h, the previous step's length over this "
+                                         "one's"),
+        (lambda: step(newest=x0_prev, older=x0), "x0 and x0_prev are swapped: the newest prediction x0 gets the "
+                                                 "weight 1 + 1 / (2r)"),
+        (lambda: step(ahead=1.0), "you took the line's value at the END of the jump; 2M uses it half way: "
+                                  "(x0 - x0_prev) / (2r)"),
+        (lambda: step(h_exp=2 * h), "lambda is HALF the log-SNR: log(sqrt(a) / sqrt(1 - a))"),
+        (lambda: step(sqrt=False), "missing sqrt: x_t's coefficient is sigma_s / sigma_t = "
+                                   "sqrt((1 - a_s) / (1 - a_t))"),
+        (lambda: step(d_coef=A_s * (1 - torch.exp(-h))), "missing sqrt: D's coefficient is sqrt(a_s) (1 - e^(-h))"),
+        (noise_from_x0, "D replaces x0 in BOTH places of the DDIM form: the implied noise must come from D too (or use "
+                        "the form with e^(-h), where only x_t and D appear)"),
+    ]
+
+
+@_checker
+def check_dpm_solver_step(fn):
+    """Exercise 2.4. fn(x_t, x0, t, s, diffusion, x0_prev, t_prev) -> x_s, one DPM-Solver++(2M) step t -> s at
+    integer steps; x0_prev = t_prev = None on the first step (then a DDIM step)."""
+    schedule, x_t, x0, x0_prev, t_prev, t, s = _solver_inputs()
+    ac = schedule.alphas_cumprod
+    none_hint = (("NoneType", "on the first step x0_prev and t_prev are None: then D = x0, a DDIM step"),)
+    got = _call(fn, x_t.clone(), x0.clone(), t.clone(), s.clone(), schedule, x0_prev.clone(), t_prev.clone())
+    first = _call(fn, x_t.clone(), x0.clone(), t.clone(), s.clone(), schedule, None, None, hints=none_hint)
+
+    def steps_with(table, shift=0):  # the package's step with alphas_cumprod read wrongly: (2M, first order)
+        a_prev, a_t, a_s = (getattr(schedule, table)[(i + shift).clamp(0, len(ac) - 1)] for i in (t_prev, t, s))
+        return dpmpp_2m_step(x_t, x0, a_t, a_s, x0_prev, a_prev), dpmpp_2m_step(x_t, x0, a_t, a_s)
+
+    def index_variants(which):
+        off_by_one = "t is off by one: t, s and t_prev are already 0-based indices into alphas_cumprod"
+        return [
+            (lambda: steps_with("alphas")[which], "you used alphas (one step) where alphas_cumprod belongs"),
+            (lambda: steps_with("alphas_cumprod", -1)[which], off_by_one),
+            (lambda: steps_with("alphas_cumprod", 1)[which], off_by_one),
+        ]
+
+    a_prev, a_t, a_s = ac[t_prev], ac[t], ac[s]
+    variants = index_variants(0) + _solver_variants(x_t, x0, x0_prev, a_prev, a_t, a_s)
+    diff = _compare(got, dpmpp_2m_step(x_t, x0, a_t, a_s, x0_prev, a_prev), what="x_s", variants=variants)
+    diff_first = _compare(first, dpmpp_2m_step(x_t, x0, a_t, a_s), what="x_s of the first step (x0_prev None)",
+                          variants=index_variants(1))
+    return _passed(max(diff, diff_first), " (dpmpp_2m_step): a second-order step and a first one")
