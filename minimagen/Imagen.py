@@ -19,6 +19,7 @@ Images go in and come out in [0, 1]; inside, the model works in [-1, 1] (see ima
 `sample()` uses for any argument the caller leaves out.
 """
 
+import inspect
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import t5, validation
 from .checkpoint import (CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, check_model_config, load_model_folder,
-                         load_weights, save_model_folder)
+                         CheckpointError, load_weights, save_model_folder)
 from .diffusion import LOSS_TYPES, OBJECTIVES, GaussianDiffusion
 from .images import normalize, random_crop, resize_image_to, to_pil, unnormalize
 from .samplers import SAMPLERS, check_guidance_interval, guidance_at, sample_loop, sampling_timesteps
@@ -419,6 +420,10 @@ class Imagen(nn.Module):
     def from_config(cls, config: dict, source="config") -> "Imagen":
         """A cascade with fresh weights from a config written by model_config."""
         check_model_config(config, source)
+        takes = inspect.signature(Unet).parameters  # checkpoint.py imports no model, so U-Net keys are checked here
+        for i, unknown in enumerate(sorted(set(u) - set(takes)) for u in config["unets"]):
+            if unknown:
+                raise CheckpointError(f'{source}: "unets"[{i}] key {unknown[0]!r} must be one of {", ".join(takes)}')
         return cls([Unet(**u) for u in config["unets"]], **config["imagen"])
 
     def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> None:

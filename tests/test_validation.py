@@ -117,7 +117,9 @@ def test_load_pretrained_on_a_missing_gpu_says_cuda_is_not_available():
     (lambda c: c["imagen"].update(lowres_sample_noise_level=3), '"imagen"."lowres_sample_noise_level"'),
     (lambda c: c["imagen"].update(colour="red"), "\"imagen\" key 'colour' must be one of"),
     (lambda c: c["unets"][0].update(dim={"a": 1}), '"unets"\\[0\\]."dim" must be'),
-], ids=["unets", "imagen", "sizes-str", "sizes-count", "timesteps", "noise", "unknown-key", "unet-value"])
+    (lambda c: c["unets"][1].update(colour="red"), '"unets"\\[1\\] key \'colour\' must be one of dim, '),
+], ids=["unets", "imagen", "sizes-str", "sizes-count", "timesteps", "noise", "unknown-key", "unet-value",
+        "unet-unknown-key"])
 def test_a_malformed_config_json_is_refused_naming_the_key_and_the_form(imagen, tmp_path, change, key):
     imagen.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
