@@ -10,6 +10,7 @@ without a word, a NaN guidance scale samples black pictures, a seed of 2.5 is si
 
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -84,7 +85,9 @@ def check_noise_level(level, name: str = "lowres_sample_noise_level") -> None:
 def check_forward_args(args: dict) -> None:
     """The arguments of Imagen.forward (its locals() on entry): images of the stage's size and range."""
     imagen, images = args["self"], args["images"]
-    index = imagen._unet_index(args["unet_number"])
+    with warnings.catch_warnings():  # forward() itself warns once about unet_number=0
+        warnings.simplefilter("ignore")
+        index = imagen._unet_index(args["unet_number"])
     check_images(images, "images", imagen.channels, imagen.auto_normalize_img)
     size = imagen.image_sizes[index]
     if images.shape[-1] < size:

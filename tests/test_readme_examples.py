@@ -11,6 +11,9 @@ What differs from the README, and why:
   default encoder being the same as `encoder_name` (both 't5_small'); with 'minilm' it must be said.
 - Block 2 runs in its own test, so it repeats the three variables it uses from block 1
   (encoder_name, train_texts, train_images).
+- Both blocks: `train_images = torch.rand(...)` instead of `torch.randn(...)`. Images are (b, 3, h, w)
+  in [0, 1]; the README's standard-normal placeholder lies outside that range, and Imagen.forward now
+  refuses it with a message saying so (test_readme_placeholder_images_are_refused_naming_the_range).
 Everything else, the training loop included, is as written in the README.
 """
 import pytest
@@ -49,7 +52,7 @@ def test_readme_minimal_usage(tmp_path, monkeypatch, seeded):
     ]
 
     # Training images (side length equal to Imagen final output image size)
-    train_images = torch.randn(4, 3, 64, 64)
+    train_images = torch.rand(4, 3, 64, 64)  # DIFFERS: torch.randn in the README, see the module docstring
 
     # Create the Imagen instance
     enc_dim = get_encoded_dim(encoder_name)
@@ -101,7 +104,7 @@ def test_readme_precomputed_embeddings_and_explicit_unets(seeded):
     # From block 1 (block 2 continues its namespace):
     encoder_name = 'minilm'  # DIFFERS: 't5_small' in the README
     train_texts = ['a pepperoni pizza', 'a man riding a horse', 'a Beluga whale', 'a woman rock climbing']
-    train_images = torch.randn(4, 3, 64, 64)
+    train_images = torch.rand(4, 3, 64, 64)  # DIFFERS: torch.randn in the README, see the module docstring
     from minimagen.Imagen import Imagen
     from minimagen.Unet import Unet
     from minimagen.t5 import t5_encode_text, get_encoded_dim
@@ -165,3 +168,12 @@ def test_readme_precomputed_embeddings_and_explicit_unets(seeded):
     images = imagen.sample(text_embeds=train_encs[:2], text_masks=train_mask[:2], cond_scale=3.0, seed=0,
                            steps=2, progress=False)
     assert images.shape == (2, 3, 64, 64) and images.min() >= 0 and images.max() <= 1
+
+
+def test_readme_placeholder_images_are_refused_naming_the_range(seeded):
+    from minimagen.Imagen import Imagen
+
+    imagen = Imagen(unets=(BaseTest(text_embed_dim=384), SuperTest(text_embed_dim=384)), image_sizes=(32, 64),
+                    timesteps=10, text_encoder_name="minilm")
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
+        imagen(torch.randn(4, 3, 64, 64), texts=["a pepperoni pizza"] * 4, unet_number=1)
