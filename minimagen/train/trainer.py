@@ -157,7 +157,7 @@ class Trainer:
     def _preflight(self) -> None:
         """Open the data of every U-Net still to train, load the text encoder and build a first batch."""
         cfg = self.config
-        todo = [u for u in cfg.unet_numbers() if self.steps_done[u - 1] < cfg.target_steps()[u - 1]]
+        todo = self._unfinished(cfg.unet_numbers())
         for u in todo:
             self.dataset(u)
         if todo:
@@ -166,12 +166,17 @@ class Trainer:
                 self.cache.encode(batch["texts"][:1])
         self.sample_captions()
 
+    def _unfinished(self, unet_numbers) -> list:
+        """Those of unet_numbers (1-based) whose U-Net has steps left to its target."""
+        targets = self.config.target_steps()
+        return [u for u in unet_numbers if self.steps_done[u - 1] < targets[u - 1]]
+
     def _fit(self) -> Path:
         cfg = self.config
         start = time.monotonic()
         budget = cfg.time_limit * 60 if cfg.time_limit else None
         targets = cfg.target_steps()
-        todo = [u for u in cfg.unet_numbers() if self.steps_done[u - 1] < targets[u - 1]]
+        todo = self._unfinished(cfg.unet_numbers())
         if self.is_main:
             sizes = ", ".join(f"U-Net {u} ({cfg.unets[u - 1]}, {cfg.image_sizes[u - 1]}px, "
                               f"{sum(p.numel() for p in self.imagen.unets[u - 1].parameters()) / 1e6:.2f}M params): "
@@ -203,7 +208,7 @@ class Trainer:
         if self.is_main:
             every = range(1, cfg.num_unets + 1)
             status = ", ".join(f"U-Net {u} {self.steps_done[u - 1]}/{targets[u - 1]}" for u in every)
-            left = [u for u in every if self.steps_done[u - 1] < targets[u - 1]]
+            left = self._unfinished(every)
             why = ("time limit reached; continue with --resume" if out_of_time else
                    f"done with U-Net {cfg.unet}; U-Net {', '.join(map(str, left))} not finished: continue with "
                    f"--resume" if left else "done")
