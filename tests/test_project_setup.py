@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +100,22 @@ def test_notebook_times_in_readme_and_headers_are_the_measured_ones():
                     f"({report['kernel_threads']} threads).")
         assert expected in header, f"{name}'s first cell should say: {expected}"
     assert f"All ten run top to bottom in {report['total_s']:.0f} s" in readme
+
+
+def test_gpu_check_stops_with_a_clear_message_where_torch_sees_no_cuda(tmp_path):
+    """benchmarks/gpu_check.sh is for the lent GPU machine: on a CPU (without the rehearsal switch) it
+    must say why it stops and exit non-zero, rather than report CPU runs as GPU checks."""
+    import os
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: gpu_check.sh would run its checks here")
+    env = {k: v for k, v in os.environ.items() if k != "GPU_CHECK_ALLOW_CPU"}
+    env["OUT"] = str(tmp_path)
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "torch sees no CUDA device" in run.stdout
+    assert "GPU_CHECK_ALLOW_CPU=1" in run.stdout
