@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, in one run on the lent GPU machine (the `device` tool; nothing here is needed to pass CI):
 #
-#   1. install the wheels benchmarks/gpu_wheels.sh prepared (.gpu_carry/part*), offline, into /tmp/site;
+#   1. install the wheels benchmarks/gpu_wheels.sh prepared (.gpu_carry/part*), offline, into
+#      /tmp/minimagen-gpu-check/site (after checking that torch sees CUDA);
 #   2. pytest -m gpu tests            the tests that need CUDA (they skip everywhere else);
 #   3. nbval of the ten notebooks     each notebook run on CUDA (get_device() picks it) against its stored
 #                                     outputs, with the same sanitising as the CPU run;
@@ -23,6 +24,7 @@ LOGS=${OUT:-/tmp/gpu_check}
 mkdir -p "$LOGS"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY=${PYTHON:-python3}
+WORK=/tmp/minimagen-gpu-check   # the wheels and the packages installed from them
 declare -A RESULT
 ORDER=()
 
@@ -47,16 +49,12 @@ install_wheels() {
         return 1
     fi
     echo "pieces: $pieces"
-    rm -rf /tmp/wheels /tmp/site
+    rm -rf "$WORK" && mkdir -p "$WORK"
     # A missing piece makes tar stop with "Unexpected EOF": the message names the parts it had.
-    cat $pieces | tar -x -C /tmp || { echo "the pieces do not make a whole tar: carry every part"; return 1; }
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        /tmp/wheels/*.whl
+    cat $pieces | tar -x -C "$WORK" || { echo "the pieces do not make a whole tar: carry every part"; return 1; }
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        "$WORK"/wheels/*.whl
 }
-
-step wheels install_wheels
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export PATH="/tmp/site/bin:$PATH"
 
 "$PY" - <<'EOF' | tee "$LOGS/machine.log"
 import platform, torch
@@ -72,6 +70,10 @@ if [ "$cuda" != 1 ] && [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ]; then
     echo "gpu_check: torch sees no CUDA device here; set GPU_CHECK_ALLOW_CPU=1 for a rehearsal on a CPU"
     exit 1
 fi
+
+step wheels install_wheels
+export PYTHONPATH="$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$WORK/site/bin:$PATH"
 
 if [ "$cuda" = 1 ]; then
     step pytest_gpu "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -rs

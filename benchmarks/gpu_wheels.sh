@@ -10,7 +10,7 @@
 #
 # On the machine, while it stays warm (an ignored path carried once stays there between calls), each call
 # carries one part; the last also runs `bash benchmarks/gpu_check.sh`, which joins the pieces and installs
-# the wheels with pip --no-index into /tmp/site. benchmarks/README.md has the calls.
+# the wheels with pip --no-index into /tmp/minimagen-gpu-check/site. benchmarks/README.md has the calls.
 #
 #   bash benchmarks/gpu_wheels.sh            # about 30 s, 104 MiB of downloads
 set -euo pipefail

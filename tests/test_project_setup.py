@@ -1,6 +1,8 @@
 """The project's own set-up files agree with each other."""
 import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -105,9 +107,6 @@ def test_notebook_times_in_readme_and_headers_are_the_measured_ones():
 def test_gpu_check_stops_with_a_clear_message_where_torch_sees_no_cuda(tmp_path):
     """benchmarks/gpu_check.sh is for the lent GPU machine: on a CPU (without the rehearsal switch) it
     must say why it stops and exit non-zero, rather than report CPU runs as GPU checks."""
-    import os
-    import subprocess
-
     import torch
 
     if torch.cuda.is_available():
