@@ -12,7 +12,6 @@ its caption under it, then prints the paths. `--model` is a folder written by Im
 import argparse
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from .checkpoint import CheckpointError
 from .Imagen import Imagen
 from .samplers import SAMPLERS
-from .utils import get_device, image_grid, save_images, slugify
+from .utils import get_device, image_grid, save_images, sigterm_as_ctrl_c, slugify
 from .validation import check_cond_scale, check_device, check_noise_level, check_seed
 
 
@@ -108,7 +107,6 @@ def main(argv=None) -> int:
     the grid of those is written, their paths printed, and the exit code is 130 (143).
     """
     args = build_parser().parse_args(argv)
-    _interrupt.signal = None
     out = Path(args.out)
     kept = []  # (path, image, caption) of every picture written so far
 
@@ -117,34 +115,30 @@ def main(argv=None) -> int:
         kept.extend(zip(save_images(images, out, names), images, captions))
 
     interrupted = None
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() \
-        else None
-    try:
-        if args.num_images < 1 or args.batch_size < 1:
-            raise ValueError("--num-images and --batch-size must be at least 1")
-        if args.steps is not None and args.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        check_noise_level(args.lowres_noise_level, "--lowres-noise-level")
-        check_cond_scale(args.cond_scale, "--cond-scale")
-        check_seed(args.seed, "--seed")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file; expected a folder (created if missing)")
-        device = check_device(args.device, "--device") if args.device else get_device()
-        imagen = load_model(args.model, device=device)
-        # Settings not given (None) take the model's recommended ones, stored in its config.json.
-        generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size, on_batch=keep,
-                 cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                 lowres_sample_noise_level=args.lowres_noise_level, guidance_interval=args.guidance_interval,
-                 progress=args.progress)
-    except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:
-        # OSError: also a text encoder whose weights cannot be loaded (no network).
-        print(f"minimagen-sample: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        interrupted = getattr(_interrupt, "signal", None) or signal.SIGINT
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_ctrl_c() as stop:
+        try:
+            if args.num_images < 1 or args.batch_size < 1:
+                raise ValueError("--num-images and --batch-size must be at least 1")
+            if args.steps is not None and args.steps < 1:
+                raise ValueError(f"--steps must be at least 1, got {args.steps}")
+            check_noise_level(args.lowres_noise_level, "--lowres-noise-level")
+            check_cond_scale(args.cond_scale, "--cond-scale")
+            check_seed(args.seed, "--seed")
+            if out.exists() and not out.is_dir():
+                raise ValueError(f"--out {out} is a file; expected a folder (created if missing)")
+            device = check_device(args.device, "--device") if args.device else get_device()
+            imagen = load_model(args.model, device=device)
+            # Settings not given (None) take the model's recommended ones, stored in its config.json.
+            generate(imagen, args.prompts, num_images=args.num_images, batch_size=args.batch_size, on_batch=keep,
+                     cond_scale=args.cond_scale, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                     lowres_sample_noise_level=args.lowres_noise_level, guidance_interval=args.guidance_interval,
+                     progress=args.progress)
+        except (ValueError, CheckpointError, FileNotFoundError, OSError) as err:
+            # OSError: also a text encoder whose weights cannot be loaded (no network).
+            print(f"minimagen-sample: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            interrupted = stop.signal or signal.SIGINT
     if kept:
         paths, images, captions = zip(*kept)
         grid = out / "grid.png"
@@ -157,12 +151,6 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 128 + int(interrupted)
     return 0
-
-
-def _interrupt(signum, frame):
-    """SIGTERM: stop as Ctrl-C would (the pictures already made are kept)."""
-    _interrupt.signal = signum
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

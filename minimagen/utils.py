@@ -4,18 +4,45 @@
     device = get_device()                        # cuda, else mps (torch >= 2.9), else cpu
     grid = image_grid(images, captions, nrow=4)  # images (b, 3, h, w) in [0, 1] -> one PIL image
     paths = save_images(images, "out/", ["a.png", "b.png"])
+    with sigterm_as_ctrl_c() as stop: ...        # the command lines: SIGTERM stops them as Ctrl-C does
 
 Model code never imports this module; it uses minimagen.images for the image range.
 """
 
 import math
 import random
+import signal
+import threading
+import types
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .images import to_pil
+
+@contextmanager
+def sigterm_as_ctrl_c():
+    """Within it, SIGTERM raises KeyboardInterrupt as Ctrl-C (SIGINT) does: `docker stop`, Slurm and systemd
+    send SIGTERM, and a command line should keep what it made either way.
+
+    Yields a record whose `.signal` is SIGTERM's number once SIGTERM arrived (None otherwise), for the exit
+    status 128 + signal. Handlers can only be installed from the main thread; elsewhere it does nothing.
+    """
+    record = types.SimpleNamespace(signal=None)
+
+    def handle(signum, frame):
+        record.signal = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield record
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
 
 # MPS (Apple GPUs) missed or mis-computed some of the ops we use in older PyTorch releases;
 # from 2.9 it runs the whole model, so only then is it picked automatically.

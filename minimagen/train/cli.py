@@ -6,15 +6,14 @@ One flag per TrainConfig field, its help the field's; the allowed values are con
 
 import argparse
 import dataclasses
-import signal
 import sys
-import threading
 import types
 import typing
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, load_weights
 from ..Imagen import Imagen
+from ..utils import sigterm_as_ctrl_c
 from .config import CHOICES, PRESETS, TrainConfig, resolve_config
 from .lock import RunLockedError
 from .state import CHECKPOINT_NAME, MODEL_DIR, read_checkpoint
@@ -91,37 +90,26 @@ def main(argv=None) -> int:
     if "sample_captions" in settings:
         settings["sample_captions"] = tuple(settings["sample_captions"])
     trainer, export_to = None, settings.pop("export", None)
-    _interrupt.signal = None
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
-    try:
-        if export_to is not None:
-            print(export_run(settings.get("out_dir") or Path("runs") / settings.get("preset", "shapes"), export_to))
-            return 0
-        trainer = Trainer(resolve_config(settings))
-        trainer.fit()
-    except TrainingDivergedError as err:
-        print(f"minimagen-train: error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, CheckpointError, FileNotFoundError, OSError, RunLockedError) as err:
-        print(f"minimagen-train: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        where = (f"the last checkpoint is {trainer.checkpoint_path} (step {trainer.last_checkpoint_step}); "
-                 f"continue with --resume --out {trainer.out_dir}"
-                 if trainer is not None and trainer.last_checkpoint_step is not None else "no checkpoint was written")
-        print(f"\nminimagen-train: interrupted; {where}", file=sys.stderr)
-        return exit_code(getattr(err, "signal", None) or getattr(_interrupt, "signal", None))
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_ctrl_c() as stop:
+        try:
+            if export_to is not None:
+                print(export_run(settings.get("out_dir") or Path("runs") / settings.get("preset", "shapes"), export_to))
+                return 0
+            trainer = Trainer(resolve_config(settings))
+            trainer.fit()
+        except TrainingDivergedError as err:
+            print(f"minimagen-train: error: {err}", file=sys.stderr)
+            return 1
+        except (ValueError, CheckpointError, FileNotFoundError, OSError, RunLockedError) as err:
+            print(f"minimagen-train: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as err:
+            saved = trainer is not None and trainer.last_checkpoint_step is not None
+            where = (f"the last checkpoint is {trainer.checkpoint_path} (step {trainer.last_checkpoint_step}); "
+                     f"continue with --resume --out {trainer.out_dir}" if saved else "no checkpoint was written")
+            print(f"\nminimagen-train: interrupted; {where}", file=sys.stderr)
+            return exit_code(getattr(err, "signal", None) or stop.signal)
     return 0
-
-
-def _interrupt(signum, frame):
-    """SIGTERM outside the training steps: stop as Ctrl-C would."""
-    _interrupt.signal = signum
-    raise KeyboardInterrupt
 
 
 def export_run(out_dir, dest: str = "") -> Path:
