@@ -3,7 +3,7 @@ the argument and what was expected.
 
 `Imagen.forward` and `Imagen.sample` call `check_forward_args` / `check_sample_args` on their first
 line with `locals()` (their arguments, by name); the command lines, the trainer and
-`load_pretrained` use the single checks (`check_device`, `check_seed`, ...). Each check says why in
+`Imagen.from_pretrained` use the single checks (`check_device`, `check_seed`, ...). Each check says why in
 one sentence rather than letting a wrong value run: a uint8 or [0, 255] image trains on garbage
 without a word, a NaN guidance scale samples black pictures, a seed of 2.5 is silently truncated.
 """

@@ -18,7 +18,6 @@ import torch
 
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from ..Imagen import Imagen
-from ..validation import check_device
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 TRAIN_COMMANDS = {"shapes": "minimagen-train --preset shapes --out runs/shapes",
@@ -52,10 +51,7 @@ def load_pretrained(name: str = "shapes", device=None):
 
     Its folder is checked before use: a damaged file (checksum) or malformed config.json is a CheckpointError.
     """
-    folder = path_of(name)
-    if device is not None:
-        check_device(device)
-    return Imagen.from_pretrained(folder, device=device)
+    return Imagen.from_pretrained(path_of(name), device=device)  # it checks the device before reading weights
 
 
 def export(model_dir, name: str, dest=None) -> Path:
