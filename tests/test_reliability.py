@@ -19,28 +19,13 @@ import torch
 from minimagen import sample
 from minimagen.checkpoint import CheckpointError
 from minimagen.Imagen import Imagen
-from minimagen.train import (CHECKPOINT_NAME, MODEL_DIR, RunExistsError, TrainConfig, Trainer, main,
+from minimagen.train import (CHECKPOINT_NAME, MODEL_DIR, RunExistsError, Trainer, main,
                              read_checkpoint_meta, resolve_config)
 from minimagen.train.cli import export_run
 from minimagen.train.lock import RunLock, RunLockedError
 from minimagen.train.state import REPLACED_DIR, set_aside_run
 from minimagen.train.stops import TrainingInterrupted
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("text_cache"))
-
-
-def tiny(out_dir, cache_dir, **overrides) -> TrainConfig:
-    settings = dict(out_dir=str(out_dir), text_cache_dir=cache_dir, data_size=16, steps=(1, 1), progress=False)
-    return TrainConfig.from_preset("tiny", **{**settings, **overrides})
-
-
-def fit(config, dataset=None) -> Trainer:
-    trainer = Trainer(config, dataset=dataset)
-    trainer.fit()
-    return trainer
+from test_train import cache_dir, fit, tiny  # noqa: F401 (cache_dir: the fixture, shared)
 
 
 def cli(out, cache_dir, *argv) -> int:
@@ -56,7 +41,7 @@ def snapshot(folder) -> dict:
 def finished(tmp_path_factory, cache_dir):
     """A finished tiny run (steps 1, 1) to copy: its folder."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    fit(tiny(out, cache_dir))
+    fit(tiny(out, cache_dir, steps=(1, 1)))
     return out
 
 
@@ -166,7 +151,7 @@ def test_a_stale_lock_left_by_a_killed_trainer_is_taken_over(run, cache_dir, cap
 
 def test_two_trainers_opened_on_one_empty_folder_cannot_both_write_it(tmp_path, cache_dir):
     out = tmp_path / "run"
-    first, second = Trainer(tiny(out, cache_dir)), Trainer(tiny(out, cache_dir))
+    first, second = Trainer(tiny(out, cache_dir, steps=(1, 1))), Trainer(tiny(out, cache_dir, steps=(1, 1)))
     first.fit()
     before = snapshot(out)
     with pytest.raises(RunExistsError, match="changed since this Trainer opened it"):
