@@ -57,15 +57,16 @@ install_wheels() {
 }
 
 "$PY" - <<'EOF' | tee "$LOGS/machine.log"
-import platform, torch
+import platform, sys, torch
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
 print("CUDA available:", torch.cuda.is_available())
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print("device:", p.name, f"{p.total_memory / 2**30:.0f} GiB,", p.multi_processor_count, "SMs, bf16:",
           torch.cuda.is_bf16_supported())
+sys.exit(0 if torch.cuda.is_available() else 3)  # the exit status says whether there is CUDA
 EOF
-cuda=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
+[ "${PIPESTATUS[0]}" = 0 ] && cuda=1 || cuda=0
 if [ "$cuda" != 1 ] && [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ]; then
     echo "gpu_check: torch sees no CUDA device here; set GPU_CHECK_ALLOW_CPU=1 for a rehearsal on a CPU"
     exit 1

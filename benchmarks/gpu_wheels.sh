@@ -59,10 +59,11 @@ TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp31
 python3 -m pip download -q "${TARGET[@]}" -d "$OUT.tmp/all" "${WANTED[@]}"
 python3 -m pip download -q "${TARGET[@]}" --no-deps -d "$OUT.tmp/all" "${ALONE[@]}"
 mkdir -p "$OUT.tmp/wheels"
+present=" $(echo $PRESENT) "   # one space between names and around them, for the whole-word match below
 for wheel in "$OUT.tmp"/all/*.whl; do
     # A wheel's file name starts with its project name, '-' and '.' written as '_'.
     name=$(basename "$wheel" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')
-    if [[ " $(echo $PRESENT) " != *" $name "* ]]; then
+    if [[ "$present" != *" $name "* ]]; then
         cp "$wheel" "$OUT.tmp/wheels/"
     fi
 done
